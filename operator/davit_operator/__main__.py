@@ -1,0 +1,3 @@
+from davit_operator.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Names and labels of everything the operator creates: one place, so selectors always agree."""
+
+from __future__ import annotations
+
+MODEL_LABEL = "davit.dev/model"
+REVISION_LABEL = "davit.dev/revision"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY = "davit-operator"
+FIELD_MANAGER = "davit-operator"
+
+# Kubernetes names are at most 63 characters where they become labels or DNS labels.
+_MAX_NAME = 63
+
+
+def common_labels(model: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "davit-model",
+        "app.kubernetes.io/instance": model,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "davit",
+        MODEL_LABEL: model,
+    }
+
+
+def revision_labels(model: str, revision: str) -> dict[str, str]:
+    return {**common_labels(model), COMPONENT_LABEL: "predictor", REVISION_LABEL: revision}
+
+
+def model_selector(model: str) -> dict[str, str]:
+    """Selects every pod of a model, whatever its revision (the Service, PDB, HPA/scale)."""
+    return {MODEL_LABEL: model}
+
+
+def revision_selector(model: str, revision: str) -> dict[str, str]:
+    return {MODEL_LABEL: model, REVISION_LABEL: revision}
+
+
+def selector_string(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def revision_deployment_name(model: str, revision: str) -> str:
+    return f"{model[: _MAX_NAME - len(revision) - 1]}-{revision}"
+
+
+def service_name(model: str) -> str:
+    return model
+
+
+def pdb_name(model: str) -> str:
+    return model
+
+
+def hpa_name(model: str) -> str:
+    return model

@@ -1,0 +1,81 @@
+"""Revisions: which spec fields make a new revision, and the history kept in status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from davit_operator import api
+
+REVISION_HASH_LENGTH = 10
+# Only fields that change the pods make a new revision. Replicas, autoscaling, rollout and
+# traffic settings apply to the running revision in place.
+POD_AFFECTING_FIELDS = ("model", "runtime", "resources", "scheduling")
+
+
+def revision_hash(spec: api.ModelDeploymentSpec) -> str:
+    pod_affecting = spec.model_dump(
+        mode="json", by_alias=True, include=set(POD_AFFECTING_FIELDS), exclude_none=True
+    )
+    canonical = json.dumps(pod_affecting, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:REVISION_HASH_LENGTH]
+
+
+def object_hash(manifest: dict[str, Any]) -> str:
+    """Fingerprint of a manifest as Davit wants it; stored on the child to detect removed fields."""
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+LIVE_OUTCOMES = (api.RevisionOutcome.PROGRESSING, api.RevisionOutcome.STABLE)
+
+
+def record_target(
+    history: list[api.RevisionRecord], target: str, spec: api.ModelDeploymentSpec, now: str
+) -> tuple[list[api.RevisionRecord], bool]:
+    """History with `target` present and live; True when it was not live before (a new rollout)."""
+    records = [r.model_copy() for r in history]
+    for record in records:
+        if record.hash == target:
+            if record.outcome in LIVE_OUTCOMES:
+                return records, False
+            # Going back to an earlier spec (undo): the same revision rolls out again.
+            records.remove(record)
+            break
+    records.append(
+        api.RevisionRecord(
+            hash=target,
+            version=spec.model.version,
+            model_uri=spec.model.uri,
+            created_at=now,
+            outcome=api.RevisionOutcome.PROGRESSING,
+        )
+    )
+    return records, True
+
+
+def promote(history: list[api.RevisionRecord], target: str) -> list[api.RevisionRecord]:
+    """`target` serves all traffic: it becomes Stable and every other live revision Superseded."""
+    promoted = []
+    for record in history:
+        if record.hash == target:
+            outcome = api.RevisionOutcome.STABLE
+        elif record.outcome in LIVE_OUTCOMES:
+            outcome = api.RevisionOutcome.SUPERSEDED
+        else:
+            outcome = record.outcome
+        promoted.append(record.model_copy(update={"outcome": outcome}))
+    return promoted
+
+
+def trim(history: list[api.RevisionRecord], limit: int) -> list[api.RevisionRecord]:
+    """Keep the newest `limit` records, never dropping a live one."""
+    excess = len(history) - limit
+    kept = []
+    for record in history:
+        if excess > 0 and record.outcome not in LIVE_OUTCOMES:
+            excess -= 1
+            continue
+        kept.append(record)
+    return kept
