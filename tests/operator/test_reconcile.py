@@ -1,0 +1,187 @@
+"""Table tests of the reconcile planner: each case is (ModelDeployment, observed) → expectations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from davit_operator import api
+from davit_operator.planners import reconcile
+from davit_operator.planners.observe import Observed
+from factories import CONFIG, NOW, deployment, md, observed, pod, target_of
+
+GPU_SHORTAGE = (
+    "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
+    "2 Insufficient nvidia.com/gpu."
+)
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def settle(model: api.ModelDeployment, obs: Observed) -> api.ModelDeployment:
+    """The ModelDeployment after the plan's status patch was written."""
+    first = reconcile.plan(model, obs, CONFIG, NOW)
+    merged = {**model.status.model_dump(mode="json", by_alias=True), **first.status}
+    return model.model_copy(update={"status": api.ModelDeploymentStatus.model_validate(merged)})
+
+
+def test_new_model_creates_children_and_records_its_revision() -> None:
+    model = md(replicas=2, resources={"gpu": 1, "gpuProduct": "NVIDIA-H100-80GB-HBM3"})
+    plan = reconcile.plan(model, Observed(), CONFIG, NOW)
+    assert [m["kind"] for m in plan.apply] == ["Deployment", "Service", "PodDisruptionBudget"]
+    assert plan.delete == []
+    assert plan.status["phase"] == "Progressing"
+    assert plan.status["revisions"] == [
+        {
+            "hash": target_of(model),
+            "version": "v3",
+            "modelUri": "pvc://models/resnet/v3",
+            "createdAt": NOW,
+            "outcome": "Progressing",
+        }
+    ]
+    assert plan.status["selector"] == "davit.dev/model=resnet"
+    assert plan.status["url"] == "http://resnet.ml.svc:8080"
+    assert [e.reason for e in plan.events] == ["RevisionCreated"]
+
+
+def test_autoscaling_adds_an_hpa_and_removing_it_deletes_the_hpa() -> None:
+    scaled = md(autoscaling={"minReplicas": 1, "maxReplicas": 3})
+    kinds = [m["kind"] for m in reconcile.plan(scaled, Observed(), CONFIG, NOW).apply]
+    assert "HorizontalPodAutoscaler" in kinds
+    fixed = md()
+    hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "resnet"}}
+    plan = reconcile.plan(fixed, Observed(singletons={"HorizontalPodAutoscaler": hpa}), CONFIG, NOW)
+    assert [(r.kind, r.name) for r in plan.delete] == [("HorizontalPodAutoscaler", "resnet")]
+
+
+@dataclass
+class Case:
+    name: str
+    replicas: int
+    ready: int
+    pods: list[tuple[bool | None, str]] = field(default_factory=list)
+    phase: str = ""
+    ready_condition: tuple[str, str] = ("", "")
+    scheduled: tuple[str, str] = ("", "")
+
+
+CASES = [
+    Case("all ready", 2, 2, [(True, ""), (True, "")], "Healthy", ("True", "AllReplicasReady"),
+         ("True", "AllPodsScheduled")),
+    Case("gpu shortage", 1, 0, [(False, GPU_SHORTAGE)], "Pending", ("False", "InsufficientGPU"),
+         ("False", "InsufficientGPU")),
+    Case("other shortage", 1, 0, [(False, "0/3 nodes are available: 3 Insufficient cpu.")],
+         "Pending", ("False", "Unschedulable"), ("False", "Unschedulable")),
+    Case("starting", 2, 0, [(True, ""), (None, "")], "Progressing",
+         ("False", "RolloutInProgress"), ("Unknown", "SchedulingInProgress")),
+    Case("no pods yet", 1, 0, [], "Progressing", ("False", "RolloutInProgress"),
+         ("Unknown", "PodsNotCreated")),
+    Case("scaled to zero", 0, 0, [], "Healthy", ("True", "ScaledToZero"),
+         ("True", "NoPodsRequested")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_first_rollout_status(case: Case) -> None:
+    model = md(replicas=case.replicas, resources={"gpu": 1})
+    target = target_of(model)
+    pods = tuple(pod(target, scheduled=s, message=m) for s, m in case.pods)
+    plan = reconcile.plan(
+        model, observed(deployment(model, ready=case.ready, gpus=1), pods=pods), CONFIG, NOW
+    )
+    status = plan.status
+    assert status["phase"] == case.phase
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == case.ready_condition
+    scheduled = condition(status, "Scheduled")
+    assert (scheduled["status"], scheduled["reason"]) == case.scheduled
+    if case.scheduled[1] == "InsufficientGPU":
+        assert "Insufficient nvidia.com/gpu" in scheduled["message"]
+        assert any(e.type == "Warning" and e.reason == "InsufficientGPU" for e in plan.events)
+    assert status["ready"] == f"{case.ready}/{case.replicas}"
+    assert status["gpus"] == case.replicas
+
+
+def test_available_target_becomes_stable() -> None:
+    model = md(replicas=2)
+    plan = reconcile.plan(model, observed(deployment(model, ready=2)), CONFIG, NOW)
+    assert plan.status["stableRevision"] == target_of(model)
+    assert plan.status["revisions"][0]["outcome"] == "Stable"
+    assert {"RevisionAvailable", "AllReplicasReady"} <= {e.reason for e in plan.events}
+
+
+def test_idle_pass_changes_nothing() -> None:
+    """A healthy model whose children match: no apply, no delete, no status write, no event."""
+    model = md(replicas=2)
+    first = reconcile.plan(model, Observed(), CONFIG, NOW)
+    # What the server holds after the first pass: the applied manifests, the target ready.
+    server_side = {m["kind"]: m for m in first.apply}
+    ready = deployment(model, ready=2)
+    ready = replace(ready, manifest=server_side.pop("Deployment"))
+    obs = Observed(deployments=(ready,), singletons=server_side)
+    settled = settle(model, obs)
+    again = reconcile.plan(settled, obs, CONFIG, "2026-11-23T12:05:00Z")
+    assert again.apply == []
+    assert again.delete == []
+    assert again.status == {}
+    assert again.events == []
+
+
+def test_spec_change_keeps_old_revision_until_new_is_available() -> None:
+    old_model = md(replicas=2)
+    stable = settle(old_model, observed(deployment(old_model, ready=2)))
+    new_spec = stable.spec.model_copy(
+        update={"model": api.ModelSource(uri="pvc://models/resnet/v4", version="v4")}
+    )
+    changed = stable.model_copy(update={"spec": new_spec})
+    old_state = deployment(old_model, ready=2)
+    new_target = target_of(changed)
+    assert new_target != target_of(old_model)
+
+    # 1. The new revision's Deployment is created; the old one keeps serving.
+    rolling = reconcile.plan(changed, observed(old_state), CONFIG, NOW)
+    assert rolling.delete == []
+    assert rolling.apply[0]["metadata"]["name"] == f"resnet-{new_target}"
+    assert rolling.status["phase"] == "Progressing"
+    assert rolling.status["canaryRevision"] == new_target
+    assert [r["outcome"] for r in rolling.status["revisions"]] == ["Stable", "Progressing"]
+
+    # 2. The new one is available: the old Deployment goes, the history keeps both.
+    mid = settle(changed, observed(old_state))
+    done = reconcile.plan(mid, observed(old_state, deployment(changed, ready=2)), CONFIG, NOW)
+    assert [(r.kind, r.name) for r in done.delete] == [
+        ("Deployment", f"resnet-{target_of(old_model)}")
+    ]
+    assert done.status["stableRevision"] == new_target
+    assert [(r["hash"], r["outcome"]) for r in done.status["revisions"]] == [
+        (target_of(old_model), "Superseded"),
+        (new_target, "Stable"),
+    ]
+    assert done.status["phase"] == "Healthy"
+
+
+def test_scaling_changes_replicas_of_the_same_revision() -> None:
+    model = md(replicas=2)
+    settled = settle(model, observed(deployment(model, ready=2)))
+    scaled = settled.model_copy(update={"spec": settled.spec.model_copy(update={"replicas": 3})})
+    assert target_of(scaled) == target_of(model)
+    plan = reconcile.plan(scaled, observed(deployment(model, ready=2)), CONFIG, NOW)
+    assert plan.apply[0]["spec"]["replicas"] == 3
+    assert plan.delete == []
+
+
+def test_history_is_trimmed_but_live_revisions_stay() -> None:
+    records = [{"hash": f"r{i}", "outcome": "Superseded", "createdAt": NOW} for i in range(5)] + [
+        {"hash": "live", "outcome": "Stable", "createdAt": NOW}
+    ]
+    model = md(status={"revisions": records}, rollout={"revisionHistoryLimit": 3})
+    plan = reconcile.plan(model, Observed(), CONFIG, NOW)
+    hashes = [r["hash"] for r in plan.status["revisions"]]
+    assert len(hashes) == 3
+    assert "live" in hashes
+    assert hashes[-1] == target_of(model)
