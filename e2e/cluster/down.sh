@@ -26,8 +26,12 @@ fi
 
 if command -v kwokctl >/dev/null && kwokctl get clusters 2>/dev/null | grep -qx "$cluster"; then
   say "deleting cluster '$cluster' (its processes, certificates and etcd data)"
-  # --kubeconfig "": up.sh never touched ~/.kube/config, so there is nothing to remove there.
-  kwokctl delete cluster --name "$cluster" --kubeconfig "" >&2
+  # --kubeconfig: kwokctl removes the cluster's context from ours, never from ~/.kube/config
+  # (up.sh did not add it there). Its JSON progress lines go to a log.
+  kwokctl delete cluster --name "$cluster" --kubeconfig "$KUBECONFIG" >"$DAVIT_STATE/kwokctl-delete.log" 2>&1 || {
+    cat "$DAVIT_STATE/kwokctl-delete.log" >&2
+    exit 1
+  }
 else
   say "no cluster '$cluster' running"
 fi

@@ -68,7 +68,10 @@ if cluster_exists; then
   fi
   # A half-started or stopped cluster (a crash, a reboot): start from a clean slate.
   say "cluster '$cluster' exists but is not healthy: deleting it and starting afresh"
-  kwokctl delete cluster --name "$cluster" --kubeconfig "" >&2
+  kwokctl delete cluster --name "$cluster" --kubeconfig "$KUBECONFIG" >"$DAVIT_STATE/kwokctl-delete.log" 2>&1 || {
+    cat "$DAVIT_STATE/kwokctl-delete.log" >&2
+    die "kwokctl delete cluster failed"
+  }
 fi
 
 mkdir -p "$DAVIT_STATE"
@@ -87,7 +90,10 @@ KWOK_KUBE_VERSION=$KUBE_VERSION kwokctl --config "$here/kwokctl.yaml" create clu
   --etcd-binary "$DAVIT_BIN_ETCD/etcd" \
   --kwok-controller-binary "$DAVIT_BIN_KWOK/kwok" \
   --kubeconfig "" \
-  --timeout 5m >&2
+  --timeout 5m >"$DAVIT_STATE/kwokctl-create.log" 2>&1 || {
+  tail -n 40 "$DAVIT_STATE/kwokctl-create.log" >&2
+  die "kwokctl create cluster failed (full output: $DAVIT_STATE/kwokctl-create.log)"
+}
 
 write_kubeconfig
 say "waiting for the API server to answer"
