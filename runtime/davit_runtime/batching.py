@@ -27,6 +27,7 @@ class BatchPolicy:
     max_batch_size: int  # 0: the model does not batch, one request per run
     max_queue_delay_s: float
     preferred_batch_sizes: tuple[int, ...] = ()
+    adaptive_delay: bool = True
     max_queue: int = 512
     max_in_flight: int = 1024
     queue_timeout_s: float = 5.0
@@ -140,6 +141,7 @@ class Batcher:
         self._thread_init = thread_init
         self.in_flight = 0
         self.draining = False
+        self._last_batch = 0  # samples in the previous batch (adaptive delay)
         self._idle = asyncio.Event()
         self._idle.set()
         self._threads = [
@@ -272,15 +274,20 @@ class Batcher:
                     if len(sizes) >= max(policy.max_batch_size, 1):
                         break
                 deadline = queue[0].enqueued_at + policy.max_queue_delay_s
+                delay_over = now >= deadline or (
+                    policy.adaptive_delay and sum(sizes) >= self._last_batch
+                )
                 count = take_count(
                     sizes,
                     policy.max_batch_size,
                     policy.preferred_batch_sizes,
-                    now >= deadline,
+                    delay_over,
                     next_blocked,
                 )
                 if count:
-                    return [queue.popleft() for _ in range(count)], []
+                    batch = [queue.popleft() for _ in range(count)]
+                    self._last_batch = sum(item.batch_size for item in batch)
+                    return batch, []
                 self._cond.wait(deadline - now)
 
     def _worker(self, run: RunFn) -> None:

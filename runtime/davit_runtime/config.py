@@ -37,6 +37,9 @@ class TensorSpec:
 class BatchingConfig:
     max_queue_delay_ms: float = 0.0
     preferred_batch_sizes: tuple[int, ...] = ()
+    # Wait for more requests only while fewer samples are queued than the previous batch held:
+    # a lone client is not delayed, a crowd still fills its batches.
+    adaptive_delay: bool = True
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,9 @@ def parse_model_config(raw: Any, *, default_name: str, where: str = "config") ->
 
     batching_doc = _mapping(doc.get("dynamic_batching", {}), f"{where}.dynamic_batching")
     _require_keys(
-        batching_doc, {"max_queue_delay_ms", "preferred_batch_sizes"}, f"{where}.dynamic_batching"
+        batching_doc,
+        {"max_queue_delay_ms", "preferred_batch_sizes", "adaptive_delay"},
+        f"{where}.dynamic_batching",
     )
     preferred_raw = batching_doc.get("preferred_batch_sizes", [])
     if not isinstance(preferred_raw, list):
@@ -195,6 +200,9 @@ def parse_model_config(raw: Any, *, default_name: str, where: str = "config") ->
             minimum=0.0,
         ),
         preferred_batch_sizes=preferred,
+        adaptive_delay=_bool(
+            batching_doc.get("adaptive_delay", True), f"{where}.dynamic_batching.adaptive_delay"
+        ),
     )
 
     shed_doc = _mapping(doc.get("load_shedding", {}), f"{where}.load_shedding")

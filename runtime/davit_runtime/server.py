@@ -46,6 +46,7 @@ def batch_policy(config: ModelConfig) -> BatchPolicy:
         max_batch_size=config.max_batch_size,
         max_queue_delay_s=config.batching.max_queue_delay_ms / 1000.0,
         preferred_batch_sizes=config.batching.preferred_batch_sizes,
+        adaptive_delay=config.batching.adaptive_delay,
         max_queue=config.shedding.max_queue,
         max_in_flight=config.shedding.max_in_flight,
         queue_timeout_s=config.shedding.queue_timeout_ms / 1000.0,

@@ -176,6 +176,7 @@ def write_model_repository(
     max_queue_delay_ms: float,
     fmt: Format = "torchscript",
     preferred_batch_sizes: Sequence[int] = (),
+    adaptive_delay: bool = True,
     instance_count: int = 1,
     load_shedding: Mapping[str, Any] | None = None,
     request_timeout_ms: float | None = None,
@@ -209,6 +210,7 @@ def write_model_repository(
         config["dynamic_batching"] = {
             "max_queue_delay_ms": max_queue_delay_ms,
             "preferred_batch_sizes": list(preferred_batch_sizes),
+            "adaptive_delay": adaptive_delay,
         }
     if load_shedding is not None:
         config["load_shedding"] = dict(load_shedding)
