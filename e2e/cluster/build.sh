@@ -71,9 +71,9 @@ build_etcd() {
 
 build_go_install() { # name dir module@version binary...
   local name=$1 dir=$2 mod=$3; shift 3
-  local b missing=0
-  for b in "$@"; do [[ -x $dir/$b ]] || missing=1; done
-  ((missing)) || { step "$name: cached"; return; }
+  local b absent=0
+  for b in "$@"; do [[ -x $dir/$b ]] || absent=1; done
+  ((absent)) || { step "$name: cached"; return; }
   mkdir -p "$dir"
   step "$name: go install $mod"
   local p
