@@ -353,8 +353,10 @@ class ModelDeploymentStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     stable_revision: str | None = None
     canary_revision: str | None = None
-    current_step: int | None = None
-    canary_weight: int | None = None
+    current_step: int | None = Field(default=None, description="Rollout steps completed.")
+    canary_weight: int | None = Field(
+        default=None, description="Percent of traffic on the newest revision."
+    )
     revisions: list[RevisionRecord] = Field(default_factory=list)
     replicas: int | None = None
     ready_replicas: int | None = None

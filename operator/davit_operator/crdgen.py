@@ -82,6 +82,11 @@ def to_structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     elif "type" not in out:
         out["type"] = "object"
         out["x-kubernetes-preserve-unknown-fields"] = True
+    # OpenAPI v3 (as CRDs speak it) has boolean exclusive bounds beside minimum/maximum.
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), int | float) and not isinstance(out[bound], bool):
+            out[limit] = out[bound]
+            out[bound] = True
     if out.get("type") == "integer" and isinstance(out.get("default"), float):
         out["default"] = int(out["default"])
     # Fields that always hold a value (defaults) are optional on the wire: the API server defaults
@@ -122,8 +127,8 @@ def build_crd() -> dict[str, Any]:
     columns = [
         ("Version", "string", ".spec.model.version", "Model version label"),
         ("Phase", "string", ".status.phase", "Pending, Progressing, Healthy, Degraded, …"),
-        ("Weight", "integer", ".status.canaryWeight", "Traffic percent on the canary"),
-        ("Step", "integer", ".status.currentStep", "Current rollout step"),
+        ("Weight", "integer", ".status.canaryWeight", "Traffic percent on the newest revision"),
+        ("Step", "integer", ".status.currentStep", "Rollout steps completed"),
         ("Ready", "string", ".status.ready", "Ready replicas / desired"),
         ("GPUs", "integer", ".status.gpus", "GPUs held by live replicas"),
     ]

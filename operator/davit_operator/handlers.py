@@ -81,33 +81,51 @@ def utc_now() -> str:
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube) -> None:
     """Attach Davit's handlers to `registry`; everything they need is passed in here."""
+
+    # A private registry has none of kopf's default login handlers. In a pod the service
+    # account wins; on a laptop or in the e2e suite, the kubeconfig (no client library needed).
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     # ---- observation: watch-backed caches of every child, keyed by (namespace, model) -------
 
-    @kopf.index("apps", "v1", "deployments", labels=CHILDREN, registry=registry)
+    @kopf.index(
+        "apps", "v1", "deployments", id="davit_deployments", labels=CHILDREN, registry=registry
+    )
     def davit_deployments(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, observe.DeploymentState]:
         return {_key(namespace, labels): observe.deployment_state(_plain(body))}
 
-    @kopf.index("v1", "pods", labels=CHILDREN, registry=registry)
+    @kopf.index("v1", "pods", id="davit_pods", labels=CHILDREN, registry=registry)
     def davit_pods(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, observe.PodState]:
         return {_key(namespace, labels): observe.pod_state(_plain(body))}
 
-    @kopf.index("v1", "services", labels=CHILDREN, registry=registry)
+    @kopf.index("v1", "services", id="davit_services", labels=CHILDREN, registry=registry)
     def davit_services(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
         return {_key(namespace, labels): _plain(body)}
 
-    @kopf.index("policy", "v1", "poddisruptionbudgets", labels=CHILDREN, registry=registry)
+    @kopf.index(
+        "policy", "v1", "poddisruptionbudgets", id="davit_pdbs", labels=CHILDREN, registry=registry
+    )
     def davit_pdbs(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
         return {_key(namespace, labels): _plain(body)}
 
-    @kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=CHILDREN, registry=registry)
+    @kopf.index(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        id="davit_hpas",
+        labels=CHILDREN,
+        registry=registry,
+    )
     def davit_hpas(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
@@ -133,16 +151,18 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
     # kopf hands each index to handlers as a keyword argument named after its function.
-    @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL, registry=registry)
-    @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL, registry=registry)
-    @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL, registry=registry)
+    md = (api.GROUP, api.VERSION, api.PLURAL)
+
+    # One handler id for all three causes: they run the same idempotent pass. A failed pass
+    # (API server busy, conflict) is retried after a few seconds, not kopf's default minute.
+    @kopf.on.resume(*md, id="reconcile", backoff=5.0, registry=registry)
+    @kopf.on.create(*md, id="reconcile", backoff=5.0, registry=registry)
+    @kopf.on.update(*md, id="reconcile", backoff=5.0, registry=registry)
     async def on_change(*, body: kopf.Body, patch: kopf.Patch, **indices: Any) -> None:
         await reconcile_one(body, patch, Caches.from_kwargs(indices))
 
     # Children change without the ModelDeployment changing (pods scheduled, replicas ready):
     # re-plan from the caches. A pass that finds nothing to change makes no API call.
-    @kopf.timer(
-        api.GROUP, api.VERSION, api.PLURAL, interval=config.resync_seconds, registry=registry
-    )
+    @kopf.timer(*md, id="resync", interval=config.resync_seconds, registry=registry)
     async def resync(*, body: kopf.Body, patch: kopf.Patch, **indices: Any) -> None:
         await reconcile_one(body, patch, Caches.from_kwargs(indices))

@@ -256,6 +256,9 @@ def plan(
         conditions=conditions,
         stable_revision=stable,
         canary_revision=target if rolling else None,
+        # Until canary steps drive the split, traffic follows the replica ratio of ready pods.
+        canary_weight=100 if not rolling else _share(target_ready, total_ready),
+        current_step=len(spec.rollout.steps) if not rolling else 0,
         revisions=history,
         replicas=sum(d.replicas for d in observed.deployments),
         ready_replicas=total_ready,
@@ -267,6 +270,10 @@ def plan(
     )
     result.status = status_patch(status, new_status)
     return result
+
+
+def _share(part: int, whole: int) -> int:
+    return round(100 * part / whole) if whole else 0
 
 
 def hpa_name(hpa: dict[str, Any]) -> str:
