@@ -16,6 +16,10 @@ _davit_env() {
 
   export DAVIT_CACHE=${DAVIT_CACHE:-$HOME/.cache/davit}
   export DAVIT_STATE=${DAVIT_STATE:-$root/.run}
+  # kwokctl writes absolute paths (binary symlinks, certificates) into the cluster; relative
+  # folders would break them.
+  [[ $DAVIT_CACHE == /* ]] || DAVIT_CACHE=$PWD/$DAVIT_CACHE
+  [[ $DAVIT_STATE == /* ]] || DAVIT_STATE=$PWD/$DAVIT_STATE
   export KUBECONFIG=$DAVIT_STATE/kubeconfig
   export KWOK_WORKDIR=$DAVIT_STATE/kwok
   export DAVIT_BIN_KUBE=$DAVIT_CACHE/bin/kubernetes-$KUBE_VERSION
