@@ -1,8 +1,8 @@
 """e2e fixtures: a real control plane (the local one, or kind), the CRD, the operator as a process.
 
-The suite brings the local cluster up with e2e/cluster/up.sh unless KUBECONFIG already points at
-a cluster that answers (kind, or one a developer keeps running), and takes down only what it
-started. The operator runs as a real process against it; nothing here mocks the API.
+The suite brings the local cluster up with e2e/cluster/up.sh (state under $DAVIT_STATE) unless
+one already answers there, or DAVIT_E2E_KUBECONFIG names another cluster (kind); it takes down
+only what it started. The operator runs as a real process against it; nothing here mocks the API.
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ STATE = Path(os.environ.get("DAVIT_STATE", REPO / ".run"))
 @pytest.fixture(scope="session")
 def kube_env() -> Iterator[dict[str, str]]:
     env = {**os.environ, **cluster_env()}
-    if os.environ.get("KUBECONFIG"):
-        env["KUBECONFIG"] = os.environ["KUBECONFIG"]  # e.g. kind: the developer chose a cluster
+    # Another cluster (kind) only when asked by name: a KUBECONFIG left in the shell may point
+    # at a cluster that matters.
+    if os.environ.get("DAVIT_E2E_KUBECONFIG"):
+        env["KUBECONFIG"] = os.environ["DAVIT_E2E_KUBECONFIG"]
     started_here = False
     if not cluster_answers(env):
         subprocess.run(["bash", str(CLUSTER_DIR / "up.sh")], env=env, check=True)

@@ -1,6 +1,6 @@
 """Generate the ModelDeployment CRD from the pydantic models in `api`.
 
-`python -m davit_operator.crdgen crds/` (or `make crds`) writes the CRD; a unit test regenerates it
+`python -m davit_operator.crdgen crds/ charts/davit/crds/` (`make crds`) writes the CRD; a unit test regenerates it
 in memory and fails when the committed file differs, so the schema cannot drift from the types.
 
 The API server needs a *structural* schema: no `$ref`, no `anyOf` for optional fields, every node
@@ -199,12 +199,14 @@ def render_crd() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    out_dir = Path(args[0] if args else "crds")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / CRD_FILE
-    target.write_text(render_crd())
-    print(f"wrote {target}")
+    """Write the CRD into each directory given (default: crds/)."""
+    out_dirs = [Path(d) for d in (sys.argv[1:] if argv is None else argv)] or [Path("crds")]
+    text = render_crd()
+    for out_dir in out_dirs:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / CRD_FILE
+        target.write_text(text)
+        print(f"wrote {target}")
     return 0
 
 
