@@ -1,7 +1,8 @@
 """Generate the ModelDeployment CRD from the pydantic models in `api`.
 
-`python -m davit_operator.crdgen crds/ charts/davit/crds/` (`make crds`) writes the CRD; a unit test regenerates it
-in memory and fails when the committed file differs, so the schema cannot drift from the types.
+`make crds` (`python -m davit_operator.crdgen crds/ charts/davit/crds/`) writes the CRD; a unit
+test regenerates it in memory and fails when a committed copy differs, so the schema cannot drift
+from the types.
 
 The API server needs a *structural* schema: no `$ref`, no `anyOf` for optional fields, every node
 typed. pydantic's JSON schema is close; `to_structural` closes the gap.
