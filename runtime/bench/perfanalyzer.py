@@ -47,10 +47,10 @@ def command(
         f"--concurrency-range={concurrency}:{concurrency}",
         f"--measurement-interval={interval_ms}",
         # This 2-core machine is shared with the server: the default 10% stability band is
-        # rarely met, so accept windows within 50% of each other.
+        # rarely met, so accept windows within 50% of each other. Stabilizing on p99
+        # (--percentile) never settles at c=1 here; the average does, and the CSV still has p99.
         "--stability-percentage=50",
         "--max-trials=8",
-        "--percentile=99",
         "-f",
         str(csv_path),
     ]

@@ -342,7 +342,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 raw["samples_per_s"],
                 color=color,
                 linestyle=":",
-                label=f"raw torch batch {batch} ({threads} thr)",
+                label=f"raw torch, batch {batch}, {threads} thread(s) (samples/s)",
             )
     left.set(
         xscale="log",
@@ -361,6 +361,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         axis.set_xticks(sorted({p["concurrency"] for p in points}) or [1])
         axis.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     left.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
