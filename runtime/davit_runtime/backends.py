@@ -68,7 +68,9 @@ class TorchRunner:
         self._config = config
         self._device = device
         self._compute_dtype = _PRECISION_DTYPES.get(config.precision)
-        self._output_dtypes = [DATATYPES[s.datatype].numpy for s in config.outputs]
+        self._output_dtypes = [
+            torch.from_numpy(np.empty(0, DATATYPES[s.datatype].numpy)).dtype for s in config.outputs
+        ]
         self._graphs: dict[int, _CapturedGraph] = {}
 
     def _to_tensor(self, array: np.ndarray[Any, Any]) -> torch.Tensor:
@@ -90,8 +92,9 @@ class TorchRunner:
             )
         arrays: Arrays = []
         for tensor, dtype in zip(outputs, self._output_dtypes, strict=True):
-            array = tensor.detach().to("cpu").contiguous().numpy()
-            arrays.append(array if array.dtype == dtype else array.astype(dtype))
+            if tensor.dtype != dtype:  # reduced precision inside, declared type outside
+                tensor = tensor.to(dtype)
+            arrays.append(tensor.detach().to("cpu").contiguous().numpy())
         return arrays
 
     def __call__(self, inputs: Arrays) -> Arrays:

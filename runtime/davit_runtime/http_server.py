@@ -39,6 +39,9 @@ _REASONS = {
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 _MAX_PIPELINED = 16
+# After answering 413 the rest of the body is read and dropped for this long before closing, so
+# the client is not reset while still sending and gets to read the answer.
+_LINGER_S = 2.0
 _HEADER_LENGTH_KEY = HEADER_LENGTH.encode()
 
 
@@ -294,7 +297,7 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
-            return
+            return  # closing (e.g. lingering after a 413): input is dropped unread
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -395,7 +398,10 @@ class HttpConnection(asyncio.Protocol):
         if not keep_alive:
             self._closing = True
             self._pending.clear()
-            transport.close()
+            if request.rejected is not None and request.rejected.status is Status.PAYLOAD_TOO_LARGE:
+                self._app.loop.call_later(_LINGER_S, transport.close)
+            else:
+                transport.close()
             return
         self._busy = False
         if self._pending:
