@@ -323,6 +323,11 @@ class HttpConnection(asyncio.Protocol):
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
             self._reject_too_large()
+        elif (
+            self._headers.get(b"expect", b"").lower() == b"100-continue"
+            and self._transport is not None
+        ):
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for this
 
     def on_body(self, body: bytes) -> None:
         if self._rejected is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -301,3 +302,23 @@ def test_grpc_errors_map_to_status_codes(main_server: Server) -> None:
         client.infer("linear", wrong_type)
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert client.is_server_ready()
+
+
+def test_expect_100_continue_is_honoured(main_server: Server) -> None:
+    host, port = main_server.http.split(":")
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 512], "data": [0.0] * 512}]}
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /v2/models/linear/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        assert connection.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        connection.sendall(body)
+        reply = b""
+        while b"model_name" not in reply:
+            chunk = connection.recv(65536)
+            assert chunk, "connection closed before the response"
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 OK")
