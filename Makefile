@@ -70,7 +70,10 @@ chart-lint: cluster-build ## helm lint the chart
 kind-down: ## delete the kind cluster
 	kind delete cluster --name davit
 
+proto: $(INSTALLED) ## regenerate the gRPC modules from runtime/davit_runtime/protocol/inference.proto
+	$(PY) -m davit_runtime.protocol.generate
+
 bench-runtime: ## runtime benchmark against Triton, KServe, MLServer (minutes; not part of test)
-	$(PY) -m davit_runtime.bench.run
+	$(PY) runtime/bench/run.py
 
 bench: bench-runtime ## all benchmarks
