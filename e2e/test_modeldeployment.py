@@ -19,7 +19,12 @@ TIMEOUT = 90
 
 def gpu_spec(*, replicas: int = 2, gpu: int = 1, version: str = "v1") -> dict[str, Any]:
     return {
-        "model": {"uri": f"s3://models/resnet/{version}", "version": version},
+        "model": {
+            "uri": f"s3://models/resnet/{version}",
+            "version": version,
+            "inputs": [{"name": "image", "datatype": "FP32", "shape": [3, 224, 224]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1000]}],
+        },
         "resources": {"gpu": gpu, "gpuProduct": H100, "cpu": "1", "memory": "1Gi"},
         "replicas": replicas,
     }
@@ -60,6 +65,10 @@ def test_gpu_model_is_scheduled_on_gpu_nodes_and_becomes_ready(
     for pod in bound:
         limits = pod.spec.containers[0].resources.limits
         assert limits["nvidia.com/gpu"] == "1"
+        # The runtime's model config travels in the pod (projected to config.json).
+        runtime_config = json.loads(pod.metadata.annotations["davit.dev/runtime-config"])
+        assert runtime_config["device"] == "cuda"
+        assert runtime_config["inputs"][0]["name"] == "image"
     md = models.get("resnet")
     status = md["status"]
     assert status["phase"] == "Healthy"
@@ -207,36 +216,49 @@ def test_deleting_the_model_removes_every_child(
         wait_for(lambda listing=listing: not listing(), timeout=TIMEOUT, what=f"no {kind} left")  # type: ignore[misc]
 
 
+TENSORS = {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [4]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [4]}],
+}
+
 INVALID = [
     pytest.param(
-        {"model": {"uri": "pvc://models/x"}, "resources": {"gpu": -1}},
+        {"model": {"uri": "pvc://models/x", **TENSORS}, "resources": {"gpu": -1}},
         "spec.resources.gpu: Invalid value: -1: spec.resources.gpu in body should be greater "
         "than or equal to 0",
         id="negative-gpus",
     ),
     pytest.param(
-        {"model": {"uri": "pvc://models/x"}, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+        {
+            "model": {"uri": "pvc://models/x", **TENSORS},
+            "autoscaling": {"minReplicas": 5, "maxReplicas": 2},
+        },
         "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
         id="min-above-max",
     ),
     pytest.param(
-        {"model": {"uri": "pvc://models/x"}, "runtime": {"kind": "jax"}},
+        {"model": {"uri": "pvc://models/x", **TENSORS}, "runtime": {"kind": "jax"}},
         'spec.runtime.kind: Unsupported value: "jax": supported values: "torch", "triton"',
         id="unknown-runtime",
     ),
     pytest.param(
-        {"model": {"uri": "models/resnet"}},
+        {"model": {"uri": "models/resnet", **TENSORS}},
         "model.uri must be a pvc://CLAIM/PATH, s3://BUCKET/KEY, http(s)://HOST/PATH or "
         "file:///PATH URI",
         id="malformed-uri",
     ),
     pytest.param(
         {
-            "model": {"uri": "pvc://models/x"},
+            "model": {"uri": "pvc://models/x", **TENSORS},
             "rollout": {"steps": [{"setWeight": 50}, {"setWeight": 10}]},
         },
         "setWeight values must not decrease",
         id="falling-weights",
+    ),
+    pytest.param(
+        {"model": {"uri": "pvc://models/x"}},
+        "runtime.kind 'torch' needs model.inputs and model.outputs",
+        id="torch-without-tensors",
     ),
 ]
 

@@ -59,6 +59,35 @@ class Precision(StrEnum):
     BF16 = "bf16"
 
 
+class TensorDatatype(StrEnum):
+    BOOL = "BOOL"
+    UINT8 = "UINT8"
+    INT8 = "INT8"
+    INT16 = "INT16"
+    INT32 = "INT32"
+    INT64 = "INT64"
+    FP16 = "FP16"
+    BF16 = "BF16"
+    FP32 = "FP32"
+    FP64 = "FP64"
+
+
+class TensorSpec(ApiModel):
+    """One input or output as the runtime validates requests against it."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$", max_length=128)
+    datatype: TensorDatatype
+    shape: list[int] = Field(
+        max_length=8,
+        description="Dimensions without the batch dimension; -1 means any size.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.all(d, d >= -1)", "tensor dimensions are -1 (any) or >= 0")
+            ]
+        },
+    )
+
+
 class ModelSource(ApiModel):
     uri: str = Field(
         description="Where the model lives: pvc://CLAIM/PATH, s3://BUCKET/KEY, http(s)://…, file:///PATH.",
@@ -85,6 +114,12 @@ class ModelSource(ApiModel):
         default=None,
         pattern=r"^[a-f0-9]{64}$",
         description="Integrity pin: a model whose digest differs is never served.",
+    )
+    inputs: list[TensorSpec] = Field(
+        default_factory=list, max_length=64, description="The model's inputs (torch runtime)."
+    )
+    outputs: list[TensorSpec] = Field(
+        default_factory=list, max_length=64, description="The model's outputs (torch runtime)."
     )
 
 
@@ -280,6 +315,21 @@ class ModelDeploymentSpec(ApiModel):
                 cel(
                     "self.runtime.kind != 'triton' || self.model.format in ['triton', 'onnx']",
                     "runtime.kind 'triton' serves model.format 'triton' or 'onnx'",
+                ),
+                cel(
+                    "self.runtime.kind != 'torch' || (has(self.model.inputs) && "
+                    "size(self.model.inputs) > 0 && has(self.model.outputs) && "
+                    "size(self.model.outputs) > 0)",
+                    "runtime.kind 'torch' needs model.inputs and model.outputs: the runtime "
+                    "validates every request against them",
+                ),
+                cel(
+                    "!self.runtime.optimize.cudaGraphs || self.resources.gpu > 0",
+                    "runtime.optimize.cudaGraphs needs resources.gpu > 0",
+                ),
+                cel(
+                    "!self.runtime.optimize.compile || self.model.format == 'pt2'",
+                    "runtime.optimize.compile needs model.format 'pt2' (torch.export)",
                 ),
                 cel(
                     "self.resources.gpuProduct == '' || self.resources.gpu > 0",

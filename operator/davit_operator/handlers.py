@@ -16,7 +16,7 @@ import pydantic
 
 from davit_operator import api, naming
 from davit_operator.config import OperatorConfig
-from davit_operator.kube import Kube
+from davit_operator.kube import Kube, NamespaceTerminatingError
 from davit_operator.planners import observe, reconcile
 
 Key = tuple[str, str]  # (namespace, model)
@@ -134,6 +134,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     # ---- reconcile ---------------------------------------------------------------------------
 
     async def reconcile_one(body: kopf.Body, patch: kopf.Patch, caches: Caches) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return  # being deleted: garbage collection removes the children, don't recreate them
         try:
             md = api.ModelDeployment.model_validate(_plain(body))
         except pydantic.ValidationError as error:
@@ -141,10 +143,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
             raise kopf.PermanentError(f"invalid ModelDeployment: {error}") from error
         key: Key = (body.metadata.namespace or "", body.metadata.name or "")
         plan = reconcile.plan(md, caches.observe(key), config, utc_now())
-        for manifest in plan.apply:
-            await kube.apply(manifest)
-        for ref in plan.delete:
-            await kube.delete(ref)
+        try:
+            for manifest in plan.apply:
+                await kube.apply(manifest)
+            for ref in plan.delete:
+                await kube.delete(ref)
+        except NamespaceTerminatingError:
+            return  # the namespace and everything in it are going away
+
         for field, value in plan.status.items():
             patch.status[field] = value
         for event in plan.events:
@@ -163,6 +169,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
 
     # Children change without the ModelDeployment changing (pods scheduled, replicas ready):
     # re-plan from the caches. A pass that finds nothing to change makes no API call.
-    @kopf.timer(*md, id="resync", interval=config.resync_seconds, registry=registry)
+    @kopf.timer(*md, id="resync", interval=config.resync_seconds, backoff=5.0, registry=registry)
     async def resync(*, body: kopf.Body, patch: kopf.Patch, **indices: Any) -> None:
         await reconcile_one(body, patch, Caches.from_kwargs(indices))

@@ -33,6 +33,16 @@ class UnknownKindError(ValueError):
     pass
 
 
+class NamespaceTerminatingError(RuntimeError):
+    """The namespace is being deleted: nothing may be created in it, and nothing needs to be."""
+
+
+def _is_namespace_terminating(error: ApiError) -> bool:
+    details = error.status.details
+    causes = (details.causes if details else None) or []
+    return error.status.code == 403 and any(c.reason == "NamespaceTerminating" for c in causes)
+
+
 def _resource(api_version: str, kind: str) -> type[NamespacedResource]:
     try:
         return RESOURCES[(api_version, kind)]
@@ -48,15 +58,20 @@ class Kube:
     async def apply(self, manifest: dict[str, Any]) -> None:
         """Server-side apply, forcing ownership of the fields Davit sets (it is their owner)."""
         metadata = manifest["metadata"]
-        await self._client.patch(
-            _resource(manifest["apiVersion"], manifest["kind"]),
-            metadata["name"],
-            manifest,
-            namespace=metadata["namespace"],
-            patch_type=PatchType.APPLY,
-            field_manager=self._field_manager,
-            force=True,
-        )
+        try:
+            await self._client.patch(
+                _resource(manifest["apiVersion"], manifest["kind"]),
+                metadata["name"],
+                manifest,
+                namespace=metadata["namespace"],
+                patch_type=PatchType.APPLY,
+                field_manager=self._field_manager,
+                force=True,
+            )
+        except ApiError as error:
+            if _is_namespace_terminating(error):
+                raise NamespaceTerminatingError(str(error.status.message)) from error
+            raise
 
     async def delete(self, ref: ChildRef) -> None:
         try:

@@ -46,26 +46,40 @@ def test_cpu_pods_carry_no_gpu_settings() -> None:
 @pytest.mark.parametrize(
     ("uri", "in_pod", "volumes"),
     [
-        ("pvc://models/resnet/v3", "file:///mnt/models/resnet/v3", 1),
-        ("pvc://models", "file:///mnt/models", 1),
+        ("pvc://models/resnet/v3", "file:///mnt/store/resnet/v3", 1),
+        ("pvc://models", "file:///mnt/store", 1),
         ("s3://bucket/resnet/v3", "s3://bucket/resnet/v3", 0),
         ("https://example.com/m.pt", "https://example.com/m.pt", 0),
     ],
 )
 def test_model_storage(uri: str, in_pod: str, volumes: int) -> None:
-    storage = children.model_storage(uri)
+    storage = children.model_storage(uri, "/mnt/store")
     assert storage.uri_in_pod == in_pod
     assert len(storage.volumes) == volumes
 
 
-def test_torch_and_triton_images_and_args() -> None:
-    torch_spec = pod_spec()
-    assert torch_spec["containers"][0]["image"] == CONFIG.runtime_image
-    assert "--model-uri=file:///mnt/models/resnet/v3" in torch_spec["containers"][0]["args"]
+def test_torch_pods_get_the_runtime_config_through_the_downward_api() -> None:
+    spec = pod_spec()
+    container = spec["containers"][0]
+    assert container["image"] == CONFIG.runtime_image
+    assert "--model-repository=/mnt/models" in container["args"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["runtime-config"] == "/mnt/models/resnet"
+    assert mounts["model-store"] == "/mnt/model-store"
+    [item] = next(v for v in spec["volumes"] if v["name"] == "runtime-config")["downwardAPI"][
+        "items"
+    ]
+    assert item["fieldRef"]["fieldPath"] == (
+        f"metadata.annotations['{children.RUNTIME_CONFIG_ANNOTATION}']"
+    )
+
+
+def test_triton_pods_read_their_repository_directly() -> None:
     triton = pod_spec(runtime={"kind": "triton"}, model={"uri": "s3://b/repo", "format": "triton"})
     container = triton["containers"][0]
     assert container["image"] == CONFIG.triton_image
     assert container["args"][:2] == ["tritonserver", "--model-repository=s3://b/repo"]
+    assert "volumes" not in triton
 
 
 def test_every_child_is_owned_and_labelled() -> None:

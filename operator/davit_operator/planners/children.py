@@ -6,6 +6,7 @@ Manifests are plain dicts, ready for server-side apply. They hold only the field
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +17,6 @@ from davit_operator.config import OperatorConfig
 HTTP_PORT = 8000
 GRPC_PORT = 8001
 TRITON_METRICS_PORT = 8002
-MODEL_MOUNT = "/mnt/models"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 TOPOLOGY_KEYS = {
@@ -62,7 +62,7 @@ class ModelStorage:
     uri_in_pod: str
 
 
-def model_storage(uri: str) -> ModelStorage:
+def model_storage(uri: str, mount_path: str) -> ModelStorage:
     parts = urlsplit(uri)
     if parts.scheme != "pvc":
         return ModelStorage(volumes=[], mounts=[], uri_in_pod=uri)
@@ -71,43 +71,102 @@ def model_storage(uri: str) -> ModelStorage:
         "name": "model-store",
         "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
     }
-    mount = {"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True}
-    in_pod = f"file://{MODEL_MOUNT}/{sub_path}" if sub_path else f"file://{MODEL_MOUNT}"
+    mount = {"name": "model-store", "mountPath": mount_path, "readOnly": True}
+    in_pod = f"file://{mount_path}/{sub_path}" if sub_path else f"file://{mount_path}"
     return ModelStorage(volumes=[volume], mounts=[mount], uri_in_pod=in_pod)
 
 
-def _torch_container_args(model: str, spec: api.ModelDeploymentSpec, uri: str) -> list[str]:
+# The Davit runtime reads a model repository: <root>/<model>/config.json. The operator writes that
+# config into a pod annotation and projects it there with a downward-API volume, so the config is
+# part of the revision's pod template (no extra object to create, version or garbage-collect).
+RUNTIME_CONFIG_ANNOTATION = "davit.dev/runtime-config"
+RUNTIME_REPOSITORY = "/mnt/models"
+RUNTIME_CACHE = "/var/cache/davit"
+PVC_MOUNT = "/mnt/model-store"
+
+
+def runtime_config(model: str, spec: api.ModelDeploymentSpec, uri: str) -> dict[str, Any]:
+    """The runtime's config.json for this model (see runtime/README.md)."""
     runtime = spec.runtime
+
+    def tensors(specs: list[api.TensorSpec]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype.value, "shape": t.shape} for t in specs]
+
+    config: dict[str, Any] = {
+        "name": model,
+        "format": spec.model.format.value,
+        "uri": uri,
+        "max_batch_size": runtime.batching.max_batch_size,
+        "inputs": tensors(spec.model.inputs),
+        "outputs": tensors(spec.model.outputs),
+        "dynamic_batching": {"max_queue_delay_ms": runtime.batching.max_queue_delay_ms},
+        "load_shedding": {
+            "max_in_flight": runtime.limits.max_in_flight,
+            "max_queue": runtime.limits.max_queue,
+            "queue_timeout_ms": runtime.limits.queue_timeout_ms,
+        },
+        "precision": runtime.optimize.precision.value,
+        "device": "cuda" if spec.resources.gpu > 0 else "cpu",
+        "compile": runtime.optimize.compile,
+        "cuda_graphs": runtime.optimize.cuda_graphs,
+    }
+    if spec.model.sha256:
+        config["sha256"] = spec.model.sha256
+    return config
+
+
+@dataclass(frozen=True)
+class ServerParts:
+    """What differs between runtimes: container args, pod annotations, volumes and mounts."""
+
+    args: list[str]
+    annotations: dict[str, str]
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+
+
+def _torch_pod_parts(model: str, spec: api.ModelDeploymentSpec) -> ServerParts:
+    """The Davit runtime image, whose entrypoint is `davit-runtime serve`."""
+    storage = model_storage(spec.model.uri, PVC_MOUNT)
+    config = runtime_config(model, spec, storage.uri_in_pod)
     args = [
-        "serve",
-        f"--model-name={model}",
-        f"--model-uri={uri}",
-        f"--model-format={spec.model.format.value}",
+        f"--model-repository={RUNTIME_REPOSITORY}",
+        "--host=0.0.0.0",
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
-        "--host=0.0.0.0",
-        f"--max-batch-size={runtime.batching.max_batch_size}",
-        f"--max-queue-delay-ms={runtime.batching.max_queue_delay_ms:g}",
-        f"--precision={runtime.optimize.precision.value}",
-        f"--max-inflight={runtime.limits.max_in_flight}",
-        f"--max-queue={runtime.limits.max_queue}",
-        f"--queue-timeout-ms={runtime.limits.queue_timeout_ms}",
+        f"--cache-dir={RUNTIME_CACHE}",
     ]
-    if spec.model.sha256:
-        args.append(f"--sha256={spec.model.sha256}")
-    if runtime.optimize.compile:
-        args.append("--compile")
-    if runtime.optimize.cuda_graphs:
-        args.append("--cuda-graphs")
-    if spec.model.version:
-        args.append(f"--model-version={spec.model.version}")
-    return args
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "runtime-config",
+            "downwardAPI": {
+                "items": [
+                    {
+                        "path": "config.json",
+                        "fieldRef": {
+                            "fieldPath": f"metadata.annotations['{RUNTIME_CONFIG_ANNOTATION}']"
+                        },
+                    }
+                ]
+            },
+        },
+        {"name": "model-cache", "emptyDir": {}},
+        *storage.volumes,
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "runtime-config", "mountPath": f"{RUNTIME_REPOSITORY}/{model}", "readOnly": True},
+        {"name": "model-cache", "mountPath": RUNTIME_CACHE},
+        *storage.mounts,
+    ]
+    annotation = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return ServerParts(args, {RUNTIME_CONFIG_ANNOTATION: annotation}, volumes, mounts)
 
 
-def _triton_container_args(storage: ModelStorage) -> list[str]:
+def _triton_pod_parts(spec: api.ModelDeploymentSpec) -> ServerParts:
     # Triton reads s3:// (and gs://) repositories itself; a PVC is mounted; file:// is a path.
+    storage = model_storage(spec.model.uri, RUNTIME_REPOSITORY)
     repository = storage.uri_in_pod.removeprefix("file://")
-    return [
+    args = [
         "tritonserver",
         f"--model-repository={repository}",
         f"--http-port={HTTP_PORT}",
@@ -115,6 +174,7 @@ def _triton_container_args(storage: ModelStorage) -> list[str]:
         f"--metrics-port={TRITON_METRICS_PORT}",
         "--strict-readiness=true",
     ]
+    return ServerParts(args, {}, storage.volumes, storage.mounts)
 
 
 def _resources(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
@@ -179,16 +239,13 @@ def build_deployment(
     """The Deployment of one revision: `<model>-<revision>`, selecting only that revision's pods."""
     labels = naming.revision_labels(owner.name, revision)
     selector = naming.revision_selector(owner.name, revision)
-    storage = model_storage(spec.model.uri)
     if spec.runtime.kind is api.RuntimeKind.TRITON:
         image = spec.runtime.image or config.triton_image
-        command_args = _triton_container_args(storage)
-        container: dict[str, Any] = {"name": "server", "image": image, "args": command_args}
+        parts = _triton_pod_parts(spec)
         metrics_port = TRITON_METRICS_PORT
     else:
         image = spec.runtime.image or config.runtime_image
-        command_args = _torch_container_args(owner.name, spec, storage.uri_in_pod)
-        container = {"name": "server", "image": image, "args": command_args}
+        parts = _torch_pod_parts(owner.name, spec)
         metrics_port = HTTP_PORT
     ports = [
         {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
@@ -196,27 +253,28 @@ def build_deployment(
     ]
     if metrics_port != HTTP_PORT:
         ports.append({"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"})
-    container.update(
-        {
-            "ports": ports,
-            "resources": _resources(spec),
-            # Loading and warming a model can take minutes; liveness waits for startup.
-            "startupProbe": _probe("/v2/health/live", period=5, failures=120),
-            "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
-            "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
-        }
-    )
-    if storage.mounts:
-        container["volumeMounts"] = storage.mounts
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": image,
+        "args": parts.args,
+        "ports": ports,
+        "resources": _resources(spec),
+        # Loading and warming a model can take minutes; liveness waits for startup.
+        "startupProbe": _probe("/v2/health/live", period=5, failures=120),
+        "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+    }
+    if parts.mounts:
+        container["volumeMounts"] = parts.mounts
     pod_spec: dict[str, Any] = {
         "containers": [container],
         # The runtime drains in-flight requests on SIGTERM before exiting.
         "terminationGracePeriodSeconds": 60,
         **_scheduling(spec, selector),
     }
-    if storage.volumes:
-        pod_spec["volumes"] = storage.volumes
-    annotations = {
+    if parts.volumes:
+        pod_spec["volumes"] = parts.volumes
+    annotations = parts.annotations | {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(metrics_port),
         "prometheus.io/path": "/metrics",
