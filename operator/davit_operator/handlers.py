@@ -37,6 +37,13 @@ def _copy_list(value: Any) -> Any:
     return value
 
 
+def _cached(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the caches keep of a child: all but managedFields, often its largest part."""
+    plain = _plain(body)
+    plain.get("metadata", {}).pop("managedFields", None)
+    return plain
+
+
 def _key(namespace: str | None, labels: Mapping[str, str]) -> Key:
     return (namespace or "", labels[naming.MODEL_LABEL])
 
@@ -96,19 +103,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     def davit_deployments(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, observe.DeploymentState]:
-        return {_key(namespace, labels): observe.deployment_state(_plain(body))}
+        return {_key(namespace, labels): observe.deployment_state(_cached(body))}
 
     @kopf.index("v1", "pods", id="davit_pods", labels=CHILDREN, registry=registry)
     def davit_pods(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, observe.PodState]:
-        return {_key(namespace, labels): observe.pod_state(_plain(body))}
+        return {_key(namespace, labels): observe.pod_state(_cached(body))}
 
     @kopf.index("v1", "services", id="davit_services", labels=CHILDREN, registry=registry)
     def davit_services(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
-        return {_key(namespace, labels): _plain(body)}
+        return {_key(namespace, labels): _cached(body)}
 
     @kopf.index(
         "policy", "v1", "poddisruptionbudgets", id="davit_pdbs", labels=CHILDREN, registry=registry
@@ -116,7 +123,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     def davit_pdbs(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
-        return {_key(namespace, labels): _plain(body)}
+        return {_key(namespace, labels): _cached(body)}
 
     @kopf.index(
         "autoscaling",
@@ -129,7 +136,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     def davit_hpas(
         *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Key, dict[str, Any]]:
-        return {_key(namespace, labels): _plain(body)}
+        return {_key(namespace, labels): _cached(body)}
 
     # ---- reconcile ---------------------------------------------------------------------------
 
