@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 IN_NETNS_ENV = "DAVIT_BENCH_IN_NETNS"
 APT_PACKAGES = {"wrk": "wrk", "h2load": "nghttp2-client"}
 LIBB64 = ("libb64.so.0d", "libb64-0d")
+# perf_analyzer cross-checks Davit. (Not PyTriton's Triton: it guards the statistics API that
+# perf_analyzer reads behind an access token it generates internally.)
+PERF_ANALYZER_TARGETS = ("davit",)
 
 
 @dataclass(frozen=True)
@@ -142,10 +146,13 @@ def ensure_system_tools(need_perf_analyzer: bool) -> None:
 
 
 def setup(options: Options) -> None:
-    ensure_system_tools(options.perf_analyzer and "davit" in options.servers)
+    wants_perf_analyzer = options.perf_analyzer and any(
+        name in PERF_ANALYZER_TARGETS for name in options.servers
+    )
+    ensure_system_tools(wants_perf_analyzer)
     specs = peer_specs(installed_version("torch"))
     wanted = [PEERS[name].venv for name in options.servers if name in PEERS]
-    if options.perf_analyzer and "davit" in options.servers:
+    if wants_perf_analyzer:
         wanted.append("perf_analyzer")
     for name in wanted:
         log(f"venv {name} (reused when up to date)")
@@ -169,7 +176,11 @@ def reexec_in_netns(argv: list[str]) -> int:
     script = 'ip link set lo up && exec "$@"'
     cmd = [*unshare, "sh", "-c", script, "sh", sys.executable, *sys.argv[:1], *argv]
     env = {**os.environ, IN_NETNS_ENV: "1"}
-    return subprocess.run(cmd, env=env, check=False).returncode
+    # unshare and sh exec into the measuring process, so this child is it; pass a SIGTERM on
+    # and wait, so it can stop its servers (subprocess.run would SIGKILL it instead).
+    child = subprocess.Popen(cmd, env=env)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+    return child.wait()
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -350,6 +361,7 @@ def measure_server(
         )
         drive(server, prepared, min(8, max(options.concurrency)), 1.0, options.work_dir)  # warm
         for concurrency in options.concurrency:
+            load_before = os.getloadavg()[0]  # other jobs on the machine skew a point
             before = server.batch_totals(model.name) if server.batch_totals else None
             monitor = TreeMonitor(server.process.pid)
             monitor.start()
@@ -376,6 +388,7 @@ def measure_server(
                 "cpu_percent": usage.cpu_percent,
                 "peak_rss_mb": usage.peak_rss_mb,
                 "mean_batch": mean_batch,
+                "load1_before": load_before,
             }
             results["points"].append(point)
             save()
@@ -482,7 +495,7 @@ def measure(options: Options, argv: list[str]) -> dict[str, Any]:
                 log(f"{name} up (http {server.http_port}, grpc {server.grpc_port})")
                 for kind in kinds:
                     measure_server(server, all_models[kind], options, results, save)
-                if name == "davit" and options.perf_analyzer and "mlp" in kinds:
+                if name in PERF_ANALYZER_TARGETS and options.perf_analyzer and "mlp" in kinds:
                     run_perf_analyzer_on(server, options, results)
             except Exception as error:  # one server failing must not lose the others' numbers
                 log(f"{name}: {error}")
@@ -492,12 +505,20 @@ def measure(options: Options, argv: list[str]) -> dict[str, Any]:
                     log(f"{name} stopped (exit {server.stop()})")
             save()
     results["wall_s"] = time.time() - started
+    results["machine"]["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     save()
     return results
 
 
+def exit_on_sigterm(signum: int, _frame: object) -> None:
+    # Turn a SIGTERM (a timeout, Ctrl-C in a wrapper) into SystemExit so the `finally` blocks
+    # stop the server this run started: peers live in their own sessions and would outlive it.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str]) -> int:
     options = parse_options(argv)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     if os.environ.get(IN_NETNS_ENV) == "1" or not options.use_netns:
         if not options.use_netns:
             setup(options)

@@ -170,6 +170,7 @@ def point_rows(points: list[dict[str, Any]], model: str) -> list[list[str]]:
                 _fmt(p["peak_rss_mb"]),
                 _fmt(p["mean_batch"], 1),
                 _fmt(cpu_us_per_request(p)),
+                _fmt(p.get("load1_before", math.nan), 1),
             ]
         )
     return rows
@@ -186,6 +187,7 @@ POINT_HEADERS = [
     "server RSS MB",
     "mean batch",
     "CPU µs/req",
+    "machine load1",
 ]
 
 
@@ -226,7 +228,8 @@ def render(results: dict[str, Any]) -> str:
         f"(KServe's Python server does not); {results['options']['duration_s']} s per point. "
         "Every transport's output was checked with allclose against local torch before its "
         "load points. Compare numbers within one run: run-to-run noise on this machine is "
-        "about ±25%.",
+        "about ±25%, more when other jobs share it (the 1-minute load average before each point "
+        "is in the last column of the detailed tables; 2 means both cores were already busy).",
         "",
     ]
     checks, notes = targets(results)
@@ -276,11 +279,12 @@ def render(results: dict[str, Any]) -> str:
             out += table(POINT_HEADERS, rows)
     pa = results.get("perf_analyzer", [])
     if pa:
-        out += ["", "## perf_analyzer cross-check (tritonclient 2.50.0 wheel), Davit, MLP", ""]
+        out += ["", "## perf_analyzer cross-check (tritonclient 2.50.0 wheel), MLP", ""]
         out += table(
-            ["protocol", "concurrency", "infer/s", "p50 ms", "p99 ms", "note"],
+            ["server", "protocol", "concurrency", "infer/s", "p50 ms", "p99 ms", "note"],
             [
                 [
+                    SERVER_LABELS.get(p["server"], p["server"]),
                     p["protocol"],
                     str(p.get("concurrency", "-")),
                     _fmt(p.get("infer_per_s", math.nan)),

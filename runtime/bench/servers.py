@@ -185,7 +185,12 @@ class PeerSpec:
 
 PEERS = {
     "triton": PeerSpec(
-        "triton", "pytriton", "bench.peers.pytriton_server", (HTTP_BINARY, GRPC), 18100, 180.0
+        "triton",
+        "pytriton",
+        "bench.peers.pytriton_server",
+        (HTTP_JSON, HTTP_BINARY, GRPC),
+        18100,
+        180.0,
     ),
     "kserve": PeerSpec(
         "kserve", "kserve", "bench.peers.kserve_server", (HTTP_JSON, HTTP_BINARY, GRPC), 18200, 120

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -26,7 +28,10 @@ def main() -> None:
         metrics_port=args.metrics_port,
         log_verbose=0,
     )
-    with Triton(config=config, workspace=str(args.work_dir / "pytriton-workspace")) as triton:
+    # PyTriton refuses an existing workspace, and a killed run leaves one behind.
+    workspace = args.work_dir / "pytriton-workspace"
+    shutil.rmtree(workspace, ignore_errors=True)
+    with Triton(config=config, workspace=str(workspace)) as triton:
         triton.bind(
             model_name=args.model_name,
             infer_func=infer,
