@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -311,6 +312,12 @@ def prepare_transport(
     return Prepared(transport, BodyFile(path, body), url_path, framed)
 
 
+def children_cpu_s() -> float:
+    """CPU of reaped children: during a point the only one reaped is the load generator."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def drive(
     server: RunningServer, prepared: Prepared, concurrency: int, duration_s: float, work_dir: Path
 ) -> LoadResult:
@@ -365,6 +372,8 @@ def measure_server(
             before = server.batch_totals(model.name) if server.batch_totals else None
             monitor = TreeMonitor(server.process.pid)
             monitor.start()
+            children_before = children_cpu_s()
+            wall_before = time.monotonic()
             try:
                 load = drive(server, prepared, concurrency, options.duration_s, options.work_dir)
             except Exception as error:
@@ -372,6 +381,9 @@ def measure_server(
                 log(f"{label} c={concurrency}: load generator failed: {error}")
                 continue
             usage = monitor.stop()
+            loadgen_cpu = (
+                100.0 * (children_cpu_s() - children_before) / (time.monotonic() - wall_before)
+            )
             after = server.batch_totals(model.name) if server.batch_totals else None
             mean_batch = (
                 mean_from_deltas(before[1], before[0], after[1], after[0])
@@ -389,13 +401,15 @@ def measure_server(
                 "peak_rss_mb": usage.peak_rss_mb,
                 "mean_batch": mean_batch,
                 "load1_before": load_before,
+                "loadgen_cpu_percent": loadgen_cpu,
             }
             results["points"].append(point)
             save()
             log(
                 f"{label} c={concurrency}: {load.rps:,.0f} rps p50 {load.p50_ms:.2f} ms "
                 f"p99 {load.p99_ms:.2f} ms errors {load.errors} cpu {usage.cpu_percent:.0f}% "
-                f"rss {usage.peak_rss_mb:.0f} MB batch {mean_batch:.1f}"
+                f"rss {usage.peak_rss_mb:.0f} MB batch {mean_batch:.1f} "
+                f"loadgen cpu {loadgen_cpu:.0f}%"
             )
 
 

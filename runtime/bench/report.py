@@ -170,6 +170,7 @@ def point_rows(points: list[dict[str, Any]], model: str) -> list[list[str]]:
                 _fmt(p["peak_rss_mb"]),
                 _fmt(p["mean_batch"], 1),
                 _fmt(cpu_us_per_request(p)),
+                _fmt(p.get("loadgen_cpu_percent", math.nan)),
                 _fmt(p.get("load1_before", math.nan), 1),
             ]
         )
@@ -187,6 +188,7 @@ POINT_HEADERS = [
     "server RSS MB",
     "mean batch",
     "CPU µs/req",
+    "loadgen CPU %",
     "machine load1",
 ]
 
