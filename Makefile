@@ -64,7 +64,8 @@ kind-up: $(INSTALLED) ## the same on kind (needs Docker): cluster, fake GPU node
 	bash e2e/cluster/kind-up.sh
 	bash e2e/cluster/run-sample.sh
 
-chart-lint: cluster-build ## helm lint the chart
+chart-lint: ## helm lint the chart (builds helm from Go modules on first use)
+	bash e2e/cluster/build.sh helm
 	source e2e/cluster/env.sh && helm lint charts/davit
 
 kind-down: ## delete the kind cluster

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local control plane from Go modules: kube-apiserver, kube-controller-manager,
-# kube-scheduler and kubectl (k8s.io/kubernetes through a wrapper module), etcd, kwok and kwokctl.
+# kube-scheduler and kubectl (k8s.io/kubernetes through a wrapper module), etcd, kwok and kwokctl;
+# helm on request.
 # Binaries are cached by version under $DAVIT_CACHE/bin; a warm run only checks they exist.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -82,8 +83,17 @@ build_go_install() { # name dir module@version binary...
   done
 }
 
-build_kubernetes
-build_etcd
-build_go_install "kwok $KWOK_VERSION" "$kwok_dir" "sigs.k8s.io/kwok@$KWOK_VERSION" kwok kwokctl
-build_go_install "helm $HELM_VERSION" "$helm_dir" "helm.sh/helm/v3@$HELM_VERSION" helm
-step "done: binaries under $cache/bin"
+# Components to build: the control plane by default; `build.sh helm` for the chart tools only
+# (the tests do not need helm, so a cold CI run does not pay for it).
+components=("$@")
+((${#components[@]})) || components=(kubernetes etcd kwok)
+for component in "${components[@]}"; do
+  case $component in
+    kubernetes) build_kubernetes ;;
+    etcd) build_etcd ;;
+    kwok) build_go_install "kwok $KWOK_VERSION" "$kwok_dir" "sigs.k8s.io/kwok@$KWOK_VERSION" kwok kwokctl ;;
+    helm) build_go_install "helm $HELM_VERSION" "$helm_dir" "helm.sh/helm/v3@$HELM_VERSION" helm ;;
+    *) echo "build.sh: unknown component '$component' (kubernetes, etcd, kwok, helm)" >&2; exit 2 ;;
+  esac
+done
+step "done: ${components[*]} under $cache/bin"
