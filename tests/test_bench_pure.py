@@ -226,7 +226,7 @@ def test_report_states_targets_with_the_compared_points() -> None:
     assert "| c=32 throughput vs best peer (x) | 4.00 | ≥ 3.00 | yes |" in text
     assert "| c=32 throughput vs raw torch batch 32 (x) | 0.57 | ≥ 0.50 | yes |" in text
     assert "| c=1 p50 minus raw batch-1 forward p50 (ms) | 0.30 | ≤ 0.50 | yes |" in text
-    assert "Best peer at c=32: Triton (PyTriton) (grpc), 1,000 rps." in text
+    assert "Best peer at c=32: Triton via PyTriton (grpc), 1,000 rps." in text
 
 
 def test_report_without_peers_does_not_claim_the_peer_target() -> None:

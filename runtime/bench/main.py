@@ -3,8 +3,8 @@
 Phases:
 1. setup (needs the package registries): system tools, peer venvs, the model repository;
 2. measurement, re-executed inside `unshare -n` so every server and load generator shares a
-   private loopback-only network: raw torch, then each server alone on the machine, each
-   transport checked for correctness against local torch before its load points;
+   private loopback-only network: model by model, raw torch, then each server alone on the
+   machine, each transport checked for correctness against local torch before its points;
 3. report: results.json, results.md and throughput.png under the results directory.
 """
 
@@ -441,32 +441,30 @@ def run_perf_analyzer_on(server: RunningServer, options: Options, results: dict[
             )
 
 
-def server_sessions(
-    name: str, options: Options, repo: Path, all_models: dict[str, models.BenchModel]
-) -> list[tuple[Callable[[], RunningServer], list[str]]]:
-    """How to start `name` and which models each start serves: Davit serves the whole
-    repository from one process; a peer is started once per model."""
+def server_starter(
+    name: str, kind: str, options: Options, repo: Path, model: models.BenchModel
+) -> Callable[[], RunningServer] | None:
+    """How to start server `name` for model `kind`, or None when it does not serve it in this
+    run (peers serve only --peer-models)."""
     if name == "davit":
-        return [
-            (partial(start_davit, repo, options.torch_threads, options.work_dir), [*options.models])
-        ]
-    spec = PEERS[name]
-    return [
-        (
-            partial(
-                start_peer,
-                spec,
-                options.work_dir / "venvs" / spec.venv,
-                all_models[kind],
-                threads=options.torch_threads,
-                max_batch_size=options.max_batch_size,
-                max_queue_delay_ms=options.max_queue_delay_ms,
-                work_dir=options.work_dir,
-            ),
-            [kind],
+        return (
+            partial(start_davit, repo, options.torch_threads, options.work_dir)
+            if kind in options.models
+            else None
         )
-        for kind in options.peer_models
-    ]
+    if kind not in options.peer_models:
+        return None
+    spec = PEERS[name]
+    return partial(
+        start_peer,
+        spec,
+        options.work_dir / "venvs" / spec.venv,
+        model,
+        threads=options.torch_threads,
+        max_batch_size=options.max_batch_size,
+        max_queue_delay_ms=options.max_queue_delay_ms,
+        work_dir=options.work_dir,
+    )
 
 
 def measure(options: Options, argv: list[str]) -> dict[str, Any]:
@@ -496,24 +494,27 @@ def measure(options: Options, argv: list[str]) -> dict[str, Any]:
     def save() -> None:
         json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
-    for kind in options.models:
+    # Model by model, every server back to back: the points compared with each other (the
+    # targets are on the MLP) are taken minutes apart, not a quarter of an hour apart.
+    kinds = list(dict.fromkeys([*options.models, *options.peer_models]))
+    for kind in kinds:
         log(f"raw torch {kind} (threads {options.raw_threads})")
         results["raw"].extend(run_raw(options, all_models[kind]))
         save()
-
-    for name in options.servers:
-        for start_server, kinds in server_sessions(name, options, repo, all_models):
+        for name in options.servers:
+            start_server = server_starter(name, kind, options, repo, all_models[kind])
+            if start_server is None:
+                continue
             server: RunningServer | None = None
             try:
                 server = start_server()
                 log(f"{name} up (http {server.http_port}, grpc {server.grpc_port})")
-                for kind in kinds:
-                    measure_server(server, all_models[kind], options, results, save)
-                if name in PERF_ANALYZER_TARGETS and options.perf_analyzer and "mlp" in kinds:
+                measure_server(server, all_models[kind], options, results, save)
+                if name in PERF_ANALYZER_TARGETS and options.perf_analyzer and kind == "mlp":
                     run_perf_analyzer_on(server, options, results)
             except Exception as error:  # one server failing must not lose the others' numbers
-                log(f"{name}: {error}")
-                results["failures"].append({"server": name, "detail": str(error)})
+                log(f"{name} {kind}: {error}")
+                results["failures"].append({"server": name, "detail": f"{kind}: {error}"})
             finally:
                 if server is not None:
                     log(f"{name} stopped (exit {server.stop()})")

@@ -16,7 +16,7 @@ from bench.stats import TargetCheck, check_targets
 
 SERVER_LABELS = {
     "davit": "Davit",
-    "triton": "Triton (PyTriton)",
+    "triton": "Triton via PyTriton",
     "kserve": "KServe ModelServer",
     "mlserver": "MLServer",
 }
@@ -144,6 +144,16 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             f"thread(s) / {raw['batch']}), so about {_fmt(spent_us - forward_us)} µs per "
             "request is serving overhead (parsing, batching, queue hand-offs, encoding)."
         )
+        cores = int(results["machine"].get("cores", "0") or 0)
+        loadgen = point.get("loadgen_cpu_percent")
+        if cores and loadgen is not None:
+            idle = 100.0 * cores - point["cpu_percent"] - loadgen
+            lines.append(
+                f"  CPU budget at this point: server {_fmt(point['cpu_percent'])}% + load "
+                f"generator {_fmt(loadgen)}% of {100 * cores}% ({cores} cores); "
+                f"{_fmt(idle)}% was left idle or went to other jobs (1-minute load average "
+                f"{_fmt(point.get('load1_before', math.nan), 1)} before the point)."
+            )
     return lines
 
 
