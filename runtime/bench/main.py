@@ -56,6 +56,7 @@ class Options:
     raw_threads: tuple[int, ...]
     max_batch_size: int
     max_queue_delay_ms: float
+    instance_count: int
     perf_analyzer: bool
     work_dir: Path
     results_dir: Path
@@ -87,6 +88,9 @@ def parse_options(argv: list[str]) -> Options:
     parser.add_argument("--raw-threads", type=_ints, help="raw torch thread counts (default 1,2)")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--instance-count", type=int, default=1, help="Davit model instances (executor threads)"
+    )
     parser.add_argument("--no-perf-analyzer", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=BENCH_DIR / ".work")
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
@@ -106,6 +110,7 @@ def parse_options(argv: list[str]) -> Options:
         raw_threads=ns.raw_threads or ((ns.torch_threads,) if quick else (1, 2)),
         max_batch_size=ns.max_batch_size,
         max_queue_delay_ms=ns.max_queue_delay_ms,
+        instance_count=ns.instance_count,
         perf_analyzer=not ns.no_perf_analyzer,
         work_dir=ns.work_dir.resolve(),
         results_dir=ns.results_dir.resolve(),
@@ -167,6 +172,7 @@ def setup(options: Options) -> None:
             kind,
             max_batch_size=options.max_batch_size,
             max_queue_delay_ms=options.max_queue_delay_ms,
+            instance_count=options.instance_count,
         )
     log(f"model repository {repo} (runtime builders: {models.runtime_provides_models()})")
 

@@ -90,7 +90,7 @@ def build_fallback_module(kind: str) -> nn.Module:
 
 
 def _write_fallback_repository(
-    root: Path, kind: str, max_batch_size: int, max_queue_delay_ms: float
+    root: Path, kind: str, max_batch_size: int, max_queue_delay_ms: float, instance_count: int
 ) -> None:
     module = build_fallback_module(kind).eval()
     in_shape, out_shape = FALLBACK_SHAPES[kind]
@@ -105,6 +105,7 @@ def _write_fallback_repository(
         "inputs": [{"name": "input", "datatype": "FP32", "shape": list(in_shape)}],
         "outputs": [{"name": "output", "datatype": "FP32", "shape": list(out_shape)}],
         "dynamic_batching": {"max_queue_delay_ms": max_queue_delay_ms},
+        "instance_count": instance_count,
     }
     (root / kind / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -118,7 +119,12 @@ def runtime_provides_models() -> bool:
 
 
 def write_repository(
-    root: Path, kind: str, *, max_batch_size: int, max_queue_delay_ms: float
+    root: Path,
+    kind: str,
+    *,
+    max_batch_size: int,
+    max_queue_delay_ms: float,
+    instance_count: int = 1,
 ) -> BenchModel:
     """Write model `kind` into repository `root` (TorchScript) and describe it."""
     root.mkdir(parents=True, exist_ok=True)
@@ -132,9 +138,10 @@ def write_repository(
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,
             fmt="torchscript",
+            instance_count=instance_count,
         )
     else:
-        _write_fallback_repository(root, kind, max_batch_size, max_queue_delay_ms)
+        _write_fallback_repository(root, kind, max_batch_size, max_queue_delay_ms, instance_count)
     return read_model(root, kind)
 
 
