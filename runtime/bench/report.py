@@ -105,6 +105,16 @@ def targets(results: dict[str, Any]) -> tuple[list[TargetCheck], list[str]]:
         f"{_fmt(raw32['samples_per_s'])} samples/s; batch 1 p50 {raw1['p50_ms']:.2f} ms.",
         f"Davit at c=1: {label(davit1)}, p50 {davit1['p50_ms']:.2f} ms.",
     ]
+    best_raw1 = min(
+        (r for r in results["raw"] if r["model"] == TARGET_MODEL and r["batch"] == 1),
+        key=lambda r: r["p50_ms"],
+    )
+    if best_raw1["threads"] != threads:
+        notes.append(
+            f"Raw torch with {best_raw1['threads']} threads runs batch 1 in "
+            f"{best_raw1['p50_ms']:.2f} ms (p50): Davit's c=1 p50 is "
+            f"{davit1['p50_ms'] - best_raw1['p50_ms']:.2f} ms above that."
+        )
     best_raw32 = max(
         (r for r in results["raw"] if r["model"] == TARGET_MODEL and r["batch"] == 32),
         key=lambda r: r["samples_per_s"],
@@ -144,6 +154,18 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             f"thread(s) / {raw['batch']}), so about {_fmt(spent_us - forward_us)} µs per "
             "request is serving overhead (parsing, batching, queue hand-offs, encoding)."
         )
+        if spent_us > 0 and concurrency > 1:
+            lines.append(
+                f"  1 / (CPU per request) = {_fmt(1e6 / spent_us)} rps against "
+                f"{_fmt(point['rps'])} measured: "
+                + (
+                    "the server's work ran as if on a single core. In a closed loop the "
+                    "clients of one batch all wait for it, so encoding and parsing around one "
+                    "batch do not overlap the next forward."
+                    if 1e6 / spent_us < 1.25 * point["rps"]
+                    else "the server overlapped work across cores."
+                )
+            )
         cores = int(results["machine"].get("cores", "0") or 0)
         loadgen = point.get("loadgen_cpu_percent")
         if cores and loadgen is not None:
