@@ -8,7 +8,7 @@ export DAVIT_CACHE ?= $(HOME)/.cache/davit
 # State of the running local cluster (kubeconfig, operator log) lives here, inside the checkout.
 export DAVIT_STATE ?= $(CURDIR)/.run
 
-.PHONY: help install lint typecheck test unit e2e up down kind-up kind-down crds cluster-build bench bench-runtime chart-lint
+.PHONY: help install lint typecheck test unit e2e up down kind-up kind-down crds cluster-build bench bench-runtime chart-lint proto
 
 help: ## list the verbs
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -74,7 +74,9 @@ kind-down: ## delete the kind cluster
 proto: $(INSTALLED) ## regenerate the gRPC modules from runtime/davit_runtime/protocol/inference.proto
 	$(PY) -m davit_runtime.protocol.generate
 
-bench-runtime: ## runtime benchmark against Triton, KServe, MLServer (minutes; not part of test)
-	$(PY) runtime/bench/run.py
+# BENCH_ARGS=--quick: Davit and Triton only, MLP, c=1 and 32, 3 s points (a smoke run).
+bench-runtime: $(INSTALLED) ## runtime benchmark vs Triton, KServe, MLServer (~17 min; not in test)
+	$(VENV)/bin/uv pip install -q -p $(PY) -e ".[dev,bench]"
+	$(PY) runtime/bench/run.py $(BENCH_ARGS)
 
 bench: bench-runtime ## all benchmarks
