@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,22 +32,18 @@ def gpu_spec(*, replicas: int = 2, gpu: int = 1, version: str = "v1") -> dict[st
     }
 
 
-def deployments(api_client: client.ApiClient, namespace: str, model: str) -> list[Any]:
-    items: list[Any] = (
-        client.AppsV1Api(api_client)
-        .list_namespaced_deployment(namespace, label_selector=f"davit.dev/model={model}")
-        .items
-    )
+def of_model(list_namespaced: Callable[..., Any], namespace: str, model: str) -> list[Any]:
+    """Objects of one kind carrying the model's label (children and their pods)."""
+    items: list[Any] = list_namespaced(namespace, label_selector=f"davit.dev/model={model}").items
     return items
+
+
+def deployments(api_client: client.ApiClient, namespace: str, model: str) -> list[Any]:
+    return of_model(client.AppsV1Api(api_client).list_namespaced_deployment, namespace, model)
 
 
 def pods(api_client: client.ApiClient, namespace: str, model: str) -> list[Any]:
-    items: list[Any] = (
-        client.CoreV1Api(api_client)
-        .list_namespaced_pod(namespace, label_selector=f"davit.dev/model={model}")
-        .items
-    )
-    return items
+    return of_model(client.CoreV1Api(api_client).list_namespaced_pod, namespace, model)
 
 
 def is_ready(models: Models, name: str) -> bool:
@@ -206,23 +203,20 @@ def test_deleting_the_model_removes_every_child(
 
     models.delete("resnet")
 
-    selector = "davit.dev/model=resnet"
     core, policy = client.CoreV1Api(api_client), client.PolicyV1Api(api_client)
-    remaining = {
-        "deployments": lambda: deployments(api_client, namespace, "resnet"),
-        "pods": lambda: pods(api_client, namespace, "resnet"),
-        "services": lambda: core.list_namespaced_service(namespace, label_selector=selector).items,
-        "pdbs": lambda: (
-            policy.list_namespaced_pod_disruption_budget(namespace, label_selector=selector).items
-        ),
-        "hpas": lambda: (
-            autoscaling.list_namespaced_horizontal_pod_autoscaler(
-                namespace, label_selector=selector
-            ).items
-        ),
+    listings = {
+        "deployments": client.AppsV1Api(api_client).list_namespaced_deployment,
+        "pods": core.list_namespaced_pod,
+        "services": core.list_namespaced_service,
+        "pdbs": policy.list_namespaced_pod_disruption_budget,
+        "hpas": autoscaling.list_namespaced_horizontal_pod_autoscaler,
     }
-    for kind, listing in remaining.items():
-        wait_for(lambda listing=listing: not listing(), timeout=TIMEOUT, what=f"no {kind} left")  # type: ignore[misc]
+    for kind, listing in listings.items():
+        wait_for(
+            lambda listing=listing: not of_model(listing, namespace, "resnet"),  # type: ignore[misc]
+            timeout=TIMEOUT,
+            what=f"no {kind} left",
+        )
 
 
 TENSORS = {
