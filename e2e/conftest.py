@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from e2e_support import (
     PLURAL,
     REPO,
     Models,
+    OperatorProcess,
     cluster_answers,
     cluster_env,
     kubectl,
@@ -67,28 +66,17 @@ def crd(kube_env: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(kube_env: dict[str, str], crd: None) -> Iterator[Path]:
+def operator(kube_env: dict[str, str], crd: None) -> Iterator[OperatorProcess]:
     """The operator as a real process; its log is shown when a test fails."""
     STATE.mkdir(parents=True, exist_ok=True)
-    log_path = STATE / "e2e-operator.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "davit_operator", "--resync-seconds", "1", "--verbose"],
-            env=kube_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = OperatorProcess(kube_env, STATE / "e2e-operator.log")
+    process.log_path.write_text("")
+    process.start()
     try:
-        time.sleep(1)
-        assert proc.poll() is None, f"operator exited at start: {log_path.read_text()[-3000:]}"
-        yield log_path
+        yield process
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert "Traceback" not in log_path.read_text(), f"operator logged a traceback: {log_path}"
+        process.stop()
+    assert "Traceback" not in process.log(), f"operator logged a traceback: {process.log_path}"
 
 
 @pytest.fixture
@@ -101,7 +89,7 @@ def namespace(kube_env: dict[str, str], api_client: client.ApiClient) -> Iterato
 
 
 @pytest.fixture
-def models(operator: Path, api_client: client.ApiClient, namespace: str) -> Models:
+def models(operator: OperatorProcess, api_client: client.ApiClient, namespace: str) -> Models:
     return Models(api_client, namespace)
 
 

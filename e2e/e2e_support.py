@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,11 +74,13 @@ class Models:
         self.api = client.CustomObjectsApi(api_client)
         self.namespace = namespace
 
-    def create(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, name: str, spec: dict[str, Any], metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
-            "metadata": {"name": name},
+            "metadata": {**(metadata or {}), "name": name},
             "spec": spec,
         }
         created: dict[str, Any] = self.api.create_namespaced_custom_object(
@@ -102,3 +105,37 @@ class Models:
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
         conditions = self.get(name).get("status", {}).get("conditions", [])
         return next((c for c in conditions if c["type"] == kind), None)
+
+
+class OperatorProcess:
+    """The operator as a real process that a test may stop and start again."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("a") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "davit_operator", "--verbose"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        time.sleep(1)
+        assert self._proc.poll() is None, f"operator exited at start: {self.log()[-3000:]}"
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text()

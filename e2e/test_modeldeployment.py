@@ -112,7 +112,7 @@ def test_model_asking_for_more_gpus_than_any_node_has_is_pending(
     assert models.get("huge")["status"]["phase"] == "Pending"
 
     # Waiting, not a crash loop: one warning, one Deployment, one pod, still Pending after
-    # several resync passes (the e2e operator resyncs every second).
+    # another 5 s (no pass retries what only the scheduler can change).
     def gpu_warnings() -> list[Any]:
         selector = "involvedObject.kind=ModelDeployment,reason=InsufficientGPU"
         core = client.CoreV1Api(api_client)

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
+from davit_operator import naming
+
 GROUP = "serving.davit.dev"
 VERSION = "v1alpha1"
 KIND = "ModelDeployment"
@@ -33,6 +35,23 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     if field_path:
         entry["fieldPath"] = field_path
     return entry
+
+
+# Rules on the object's name (CEL may read metadata.name at the schema's root): a name that could
+# not name the model's children is refused at `kubectl apply`, not discovered by the operator.
+METADATA_RULES: list[JsonDict] = [
+    cel(
+        f"self.metadata.name.matches('{naming.MODEL_NAME_PATTERN}')",
+        "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting "
+        "with a letter and ending with a letter or digit): it names the model's Service",
+    ),
+    cel(
+        f"size(self.metadata.name) <= {naming.MAX_MODEL_NAME_LENGTH}",
+        f"metadata.name must be at most {naming.MAX_MODEL_NAME_LENGTH} characters: each "
+        f"revision's Deployment is named <name>-<{naming.REVISION_HASH_LENGTH}-character "
+        "revision hash>, within Kubernetes' 63",
+    ),
+]
 
 
 class ApiModel(BaseModel):

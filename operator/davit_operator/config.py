@@ -12,12 +12,10 @@ DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 class OperatorConfig:
     runtime_image: str = DEFAULT_RUNTIME_IMAGE
     triton_image: str = DEFAULT_TRITON_IMAGE
-    # How often each ModelDeployment is re-planned from the watch caches. A pass that finds
-    # nothing to change makes no API call, so this bounds reaction time, not API load.
-    resync_seconds: float = 5.0
     # Namespaces to watch; empty means the whole cluster.
     namespaces: tuple[str, ...] = ()
-    # kopf's bound on concurrently reconciled objects (it has no client-side rate limit).
+    # Reconcile passes running at once, across all models (kopf has no client-side rate limit,
+    # so this also bounds the operator's concurrent API writes).
     worker_limit: int = 20
     service_http_port: int = 8080
     service_grpc_port: int = 8081

@@ -178,6 +178,7 @@ def build_crd() -> dict[str, Any]:
                             "description": "A model served by Davit: revisions, autoscaling, "
                             "rollouts and traffic for one model.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": api.METADATA_RULES,
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

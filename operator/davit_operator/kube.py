@@ -1,24 +1,32 @@
 """The only module that talks to the Kubernetes API server for Davit's own writes.
 
 Reads come from kopf's watch-backed indices (handlers.py), so an idle pass costs nothing; writes
-are server-side apply with one field manager, and deletes that tolerate "already gone".
+are server-side apply with one field manager, status merge patches, deletes that tolerate
+"already gone", and Events recorded as davit-operator. Each write returns what the server
+answered, so a pass can believe its own write before the watch event arrives.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime
+import uuid
+from typing import Any, cast
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Event as EventResource
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
-from davit_operator import naming
-from davit_operator.planners.reconcile import ChildRef
+from davit_operator import api, naming
+from davit_operator.planners.reconcile import ChildRef, Event
+
+ModelDeploymentResource = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
 
 # Every kind Davit creates, and the RBAC rule in charts/ that allows it (apply = patch + create).
 RESOURCES: dict[tuple[str, str], type[NamespacedResource]] = {
@@ -55,11 +63,11 @@ class Kube:
         self._client = client
         self._field_manager = field_manager
 
-    async def apply(self, manifest: dict[str, Any]) -> None:
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply, forcing ownership of the fields Davit sets (it is their owner)."""
         metadata = manifest["metadata"]
         try:
-            await self._client.patch(
+            applied = await self._client.patch(
                 _resource(manifest["apiVersion"], manifest["kind"]),
                 metadata["name"],
                 manifest,
@@ -71,6 +79,65 @@ class Kube:
         except ApiError as error:
             if _is_namespace_terminating(error):
                 raise NamespaceTerminatingError(str(error.status.message)) from error
+            raise
+        return cast(dict[str, Any], cast(Any, applied).to_dict())
+
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the ModelDeployment's status subresource; the object as stored after it."""
+        patched = await self._client.patch(
+            ModelDeploymentResource.Status,
+            name,
+            {"status": status},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        return dict(patched)
+
+    async def patch_metadata(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the ModelDeployment itself (metadata only: finalizers, annotations)."""
+        patched = await self._client.patch(
+            ModelDeploymentResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
+        )
+        return dict(patched)
+
+    async def record_event(self, involved: dict[str, Any], event: Event) -> None:
+        """A core/v1 Event about `involved` (a ModelDeployment), from davit-operator."""
+        metadata = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{metadata['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": metadata["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": f"{api.GROUP}/{api.VERSION}",
+                "kind": api.KIND,
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+                "resourceVersion": metadata.get("resourceVersion"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": naming.MANAGED_BY},
+            "reportingComponent": naming.MANAGED_BY,
+            "reportingInstance": naming.MANAGED_BY,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._client.create(cast(EventResource, EventResource.from_dict(body)))
+        except ApiError as error:
+            if _is_namespace_terminating(error):
+                return  # nobody will read it
             raise
 
     async def delete(self, ref: ChildRef) -> None:

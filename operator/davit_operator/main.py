@@ -41,12 +41,11 @@ def parse_args(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
         help="image for runtime.kind=triton (env DAVIT_TRITON_IMAGE)",
     )
     parser.add_argument(
-        "--resync-seconds",
-        type=float,
-        default=float(env.get("DAVIT_RESYNC_SECONDS", "5")),
-        help="how often each ModelDeployment is re-planned from the watch caches",
+        "--worker-limit",
+        type=int,
+        default=int(env.get("DAVIT_WORKERS", "20")),
+        help="reconcile passes running at once, across all models (env DAVIT_WORKERS)",
     )
-    parser.add_argument("--worker-limit", type=int, default=int(env.get("DAVIT_WORKERS", "20")))
     parser.add_argument(
         "--liveness-endpoint",
         default=env.get("DAVIT_LIVENESS", ""),
@@ -58,17 +57,13 @@ def parse_args(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
 
 def settings_for(cfg: config_module.OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    # kopf's bookkeeping goes to annotations under Davit's own prefix: the CRD's status schema
-    # is structural and would prune anything kopf wrote there.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="davit.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="davit.dev", key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = "davit.dev/finalizer"
-    settings.posting.level = logging.WARNING  # only Davit's own events, not kopf's chatter
-    settings.batching.worker_limit = cfg.worker_limit
-    # Errors from the API server (conflicts, throttling) are retried with a bounded backoff.
-    settings.networking.error_backoffs = [1, 2, 5, 10, 20]
+    # kopf only watches and caches: Davit's scheduler runs the passes and records its own
+    # Events (From: davit-operator), so kopf posts none.
+    settings.posting.enabled = False
+    # kopf's per-object workers only feed the caches and wake the scheduler; they stay cheap,
+    # and the scheduler bounds the real work (cfg.worker_limit).
+    # Watches that fail (API server gone, 410 Gone) are retried with a bounded backoff.
+    settings.networking.error_backoffs = [1, 2, 5, 10]
     return settings
 
 
@@ -77,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_module.OperatorConfig(
         runtime_image=args.runtime_image,
         triton_image=args.triton_image,
-        resync_seconds=args.resync_seconds,
         namespaces=tuple(args.namespace),
         worker_limit=args.worker_limit,
     )
     kopf.configure(verbose=args.verbose)
+    # kopf reports every handled watch event at INFO ("Handler … succeeded"); here its handlers
+    # only cache and wake, so that is one line per pod event: keep its warnings and errors.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(run(cfg, args.liveness_endpoint or None))
     return 0
 

@@ -10,6 +10,12 @@ FIELD_MANAGER = "davit-operator"
 
 # Kubernetes names are at most 63 characters where they become labels or DNS labels.
 _MAX_NAME = 63
+# Revisions are named by this many hex digits of their spec's hash.
+REVISION_HASH_LENGTH = 10
+# A model's name becomes its Service's name and label values (a DNS-1035 label), and its
+# revisions' Deployments are named `<model>-<revision hash>`: both must stay within 63.
+MODEL_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_MODEL_NAME_LENGTH = _MAX_NAME - 1 - REVISION_HASH_LENGTH
 
 
 def common_labels(model: str) -> dict[str, str]:
@@ -40,7 +46,8 @@ def selector_string(selector: dict[str, str]) -> str:
 
 
 def revision_deployment_name(model: str, revision: str) -> str:
-    return f"{model[: _MAX_NAME - len(revision) - 1]}-{revision}"
+    """`<model>-<revision>`: within 63 characters for every name the API accepts."""
+    return f"{model}-{revision}"
 
 
 def service_name(model: str) -> str:

@@ -55,7 +55,8 @@ def test_autoscaling_adds_an_hpa_and_removing_it_deletes_the_hpa() -> None:
     assert "HorizontalPodAutoscaler" in kinds
     fixed = md()
     hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": "resnet"}}
-    plan = reconcile.plan(fixed, Observed(singletons={"HorizontalPodAutoscaler": hpa}), CONFIG, NOW)
+    obs = Observed(children={("HorizontalPodAutoscaler", "resnet"): hpa})
+    plan = reconcile.plan(fixed, obs, CONFIG, NOW)
     assert [(r.kind, r.name) for r in plan.delete] == [("HorizontalPodAutoscaler", "resnet")]
 
 
@@ -120,10 +121,10 @@ def test_idle_pass_changes_nothing() -> None:
     model = md(replicas=2)
     first = reconcile.plan(model, Observed(), CONFIG, NOW)
     # What the server holds after the first pass: the applied manifests, the target ready.
-    server_side = {m["kind"]: m for m in first.apply}
+    server_side = {(m["kind"], m["metadata"]["name"]): m for m in first.apply}
     ready = deployment(model, ready=2)
-    ready = replace(ready, manifest=server_side.pop("Deployment"))
-    obs = Observed(deployments=(ready,), singletons=server_side)
+    ready = replace(ready, manifest=server_side.pop(("Deployment", ready.name)))
+    obs = Observed(deployments=(ready,), children=server_side)
     settled = settle(model, obs)
     again = reconcile.plan(settled, obs, CONFIG, "2026-11-23T12:05:00Z")
     assert again.apply == []

@@ -89,14 +89,143 @@ def deployment_state(deployment: dict[str, Any]) -> DeploymentState:
     )
 
 
+ChildKey = tuple[str, str]  # (kind, name): a model may own several children of one kind
+
+
 @dataclass(frozen=True)
 class Observed:
     """Everything of one ModelDeployment that exists in the cluster right now."""
 
     deployments: tuple[DeploymentState, ...] = ()
-    # Service, PodDisruptionBudget, HorizontalPodAutoscaler by kind.
-    singletons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The other children (Service, PodDisruptionBudget, HorizontalPodAutoscaler) by kind and name.
+    children: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)
     pods: tuple[PodState, ...] = ()
 
     def deployment(self, revision: str) -> DeploymentState | None:
         return next((d for d in self.deployments if d.revision == revision), None)
+
+    def child(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.children.get((kind, name))
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [obj for (k, _), obj in sorted(self.children.items()) if k == kind]
+
+
+def child_key(obj: dict[str, Any]) -> ChildKey:
+    return (str(obj.get("kind", "")), str((obj.get("metadata") or {}).get("name", "")))
+
+
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the object's controlling owner, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid", ""))
+    return None
+
+
+# ---- what the operator wrote, until the watch caches catch up --------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """An object as the API server answered a write of Davit's; `body` None means deleted."""
+
+    uid: str
+    resource_version: str
+    body: dict[str, Any] | None
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    raw = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(str(raw))
+    except ValueError:
+        return None
+
+
+def newest(cached: dict[str, Any] | None, written: Written) -> tuple[dict[str, Any] | None, bool]:
+    """(what to believe about one object, whether `written` is still ahead of the cache).
+
+    A watch event follows every write, a moment later. Until it arrives, a pass must see its
+    own write, or it would apply the same child twice (or delete it twice). The API server's
+    resourceVersions are etcd revisions, so the newer of the two is the larger; where one is
+    not a number, the cache is believed.
+    """
+    cached_uid = (cached or {}).get("metadata", {}).get("uid")
+    if written.body is None:  # deleted by Davit: gone once the cache no longer holds that uid
+        return (None, True) if cached_uid == written.uid else (cached, False)
+    if cached is None:
+        return written.body, True
+    cached_version, written_version = _version(cached), _version(written.body)
+    if cached_version is None or written_version is None or cached_version >= written_version:
+        return cached, False
+    return written.body, True
+
+
+def overlay(
+    cached: dict[ChildKey, dict[str, Any]], written: dict[ChildKey, Written]
+) -> tuple[dict[ChildKey, dict[str, Any]], set[ChildKey]]:
+    """The cached objects with Davit's newer writes laid over them, and which writes are stale."""
+    believed = dict(cached)
+    caught_up = set()
+    for key, record in written.items():
+        obj, ahead = newest(cached.get(key), record)
+        if obj is None:
+            believed.pop(key, None)
+        else:
+            believed[key] = obj
+        if not ahead:
+            caught_up.add(key)
+    return believed, caught_up
+
+
+def assemble(
+    owner_uid: str, children: dict[ChildKey, dict[str, Any]], pods: tuple[PodState, ...]
+) -> Observed:
+    """The Observed snapshot of the children that `owner_uid` controls.
+
+    A child that merely carries the model's label (made by hand, or by another controller) is
+    not this model's: it is neither diffed against nor deleted.
+    """
+    owned = {key: obj for key, obj in children.items() if controller_uid(obj) == owner_uid}
+    deployments = tuple(
+        deployment_state(obj) for (kind, _), obj in sorted(owned.items()) if kind == "Deployment"
+    )
+    others = {key: obj for key, obj in owned.items() if key[0] != "Deployment"}
+    owned_revisions = {d.revision for d in deployments}
+    return Observed(
+        deployments=deployments,
+        children=others,
+        pods=tuple(p for p in pods if p.revision in owned_revisions),
+    )
+
+
+# ---- bookkeeping of earlier Davit versions ------------------------------------------------------
+
+# Davit up to 0.1 reconciled with kopf timers: a finalizer and kopf's annotations on every object.
+LEGACY_FINALIZER = "davit.dev/finalizer"
+LEGACY_ANNOTATIONS = (
+    "davit.dev/last-handled-configuration",
+    "davit.dev/reconcile",
+    "davit.dev/resync",
+)
+
+
+def legacy_cleanup(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """A merge patch removing earlier versions' finalizer and annotations, or None if clean.
+
+    It carries the resourceVersion, so a finalizer that someone else adds meanwhile is not
+    dropped by the list replacement (the API server answers 409 and the pass is retried).
+    """
+    finalizers = list(metadata.get("finalizers") or [])
+    annotations = metadata.get("annotations") or {}
+    stale = [a for a in LEGACY_ANNOTATIONS if a in annotations]
+    if LEGACY_FINALIZER not in finalizers and not stale:
+        return None
+    patch: dict[str, Any] = {"resourceVersion": metadata.get("resourceVersion")}
+    if LEGACY_FINALIZER in finalizers:
+        remaining = [f for f in finalizers if f != LEGACY_FINALIZER]
+        patch["finalizers"] = remaining or None
+    if stale:
+        patch["annotations"] = dict.fromkeys(stale)
+    return {"metadata": patch}

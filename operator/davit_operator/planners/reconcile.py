@@ -39,6 +39,9 @@ class Plan:
     delete: list[ChildRef] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # Wall-clock time (epoch seconds) of the next time-based step, if any: the loop wakes the
+    # model then. Child and spec changes wake it anyway; this is only for work no event starts.
+    wake_at: float | None = None
 
 
 def with_spec_hash(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -145,17 +148,19 @@ def plan(
     ]
     if spec.autoscaling is not None:
         desired.append(children.build_hpa(owner, spec.autoscaling))
-    elif "HorizontalPodAutoscaler" in observed.singletons:
-        hpa = observed.singletons["HorizontalPodAutoscaler"]
-        result.delete.append(
-            ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, hpa_name(hpa))
-        )
+    else:
+        for hpa in observed.of_kind("HorizontalPodAutoscaler"):
+            result.delete.append(
+                ChildRef(
+                    "autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, hpa_name(hpa)
+                )
+            )
     target_deployment = observed.deployment(target)
     for manifest in map(with_spec_hash, desired):
         existing = (
             (target_deployment.manifest if target_deployment else None)
             if manifest["kind"] == "Deployment"
-            else observed.singletons.get(manifest["kind"])
+            else observed.child(manifest["kind"], manifest["metadata"]["name"])
         )
         if needs_apply(manifest, existing):
             result.apply.append(manifest)

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from davit_operator import api
+from davit_operator.naming import REVISION_HASH_LENGTH
 
-REVISION_HASH_LENGTH = 10
 # Only fields that change the pods make a new revision. Replicas, autoscaling, rollout and
 # traffic settings apply to the running revision in place.
 POD_AFFECTING_FIELDS = ("model", "runtime", "resources", "scheduling")

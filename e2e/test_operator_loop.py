@@ -1,0 +1,172 @@
+"""The operator loop end to end: reaction to child changes, ownership, no finalizer, names."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from test_modeldeployment import deployments, gpu_spec, is_ready, of_model, pods
+
+from e2e_support import Models, OperatorProcess, kubectl, wait_for
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 90
+# Issue 6: a child's deletion or hand-scaling is corrected within 2 s.
+CORRECTION_SECONDS = 2.0
+
+
+def model_events(api_client: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    selector = f"involvedObject.kind=ModelDeployment,involvedObject.name={name}"
+    items: list[Any] = (
+        client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=selector).items
+    )
+    return items
+
+
+def test_a_deleted_or_hand_scaled_child_is_corrected_within_two_seconds(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    models.create("resnet", gpu_spec(replicas=1))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    before = core.read_namespaced_service("resnet", namespace).metadata.uid
+
+    core.delete_namespaced_service("resnet", namespace)
+    started = time.monotonic()
+    wait_for(
+        lambda: core.read_namespaced_service("resnet", namespace).metadata.uid != before,
+        timeout=CORRECTION_SECONDS,
+        interval=0.05,
+        what="the Service to be created again",
+    )
+    recreated = time.monotonic() - started
+
+    [deployment] = deployments(api_client, namespace, "resnet")
+    name = deployment.metadata.name
+    apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 3}})
+    started = time.monotonic()
+    wait_for(
+        lambda: apps.read_namespaced_deployment(name, namespace).spec.replicas == 1,
+        timeout=CORRECTION_SECONDS,
+        interval=0.05,
+        what="the hand-scaled Deployment back at 1 replica",
+    )
+    print(f"Service recreated in {recreated:.2f}s, scale restored in "
+          f"{time.monotonic() - started:.2f}s")  # fmt: skip
+
+    # Events come from Davit, one per transition: the revision was created once.
+    events = model_events(api_client, namespace, "resnet")
+    assert {e.source.component for e in events} == {"davit-operator"}
+    assert [e.reason for e in events].count("RevisionCreated") == 1
+
+
+def test_a_child_with_the_models_label_but_another_owner_is_left_alone(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    apps = client.AppsV1Api(api_client)
+    labels = {"davit.dev/model": "resnet", "davit.dev/revision": "handmade", "app": "handmade"}
+    handmade = {
+        "metadata": {"name": "resnet-handmade", "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "handmade"}},
+            "template": {
+                "metadata": {"labels": {"app": "handmade"}},
+                "spec": {"containers": [{"name": "c", "image": "example.com/handmade:1"}]},
+            },
+        },
+    }
+    apps.create_namespaced_deployment(namespace, handmade)
+    models.create("resnet", gpu_spec(replicas=1))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+    time.sleep(2)  # room for a wrong delete or apply to happen
+
+    kept = apps.read_namespaced_deployment("resnet-handmade", namespace)
+    assert kept.metadata.owner_references is None
+    assert kept.spec.template.spec.containers[0].image == "example.com/handmade:1"
+    stable = models.get("resnet")["status"]["stableRevision"]
+    assert sorted(d.metadata.name for d in deployments(api_client, namespace, "resnet")) == [
+        f"resnet-{stable}",
+        "resnet-handmade",
+    ]
+
+
+def test_a_model_deleted_while_the_operator_is_stopped_goes_with_its_children(
+    models: Models, api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    models.create("resnet", gpu_spec(replicas=1))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+    assert not models.get("resnet")["metadata"].get("finalizers")
+
+    operator.stop()
+    try:
+        models.delete("resnet")
+
+        def gone() -> bool:
+            try:
+                models.get("resnet")
+            except ApiException as error:
+                return bool(error.status == 404)
+            return False
+
+        wait_for(gone, timeout=30, what="the ModelDeployment to be deleted")
+        # The garbage collector removes the children by their owner references.
+        wait_for(
+            lambda: not deployments(api_client, namespace, "resnet")
+            and not pods(api_client, namespace, "resnet")
+            and not of_model(client.CoreV1Api(api_client).list_namespaced_service, namespace,
+                             "resnet"),
+            timeout=TIMEOUT,
+            what="no children left",
+        )  # fmt: skip
+    finally:
+        operator.start()
+
+
+def test_bookkeeping_left_by_davit_0_1_is_removed(models: Models, namespace: str) -> None:
+    models.create(
+        "resnet",
+        gpu_spec(replicas=1),
+        metadata={
+            "finalizers": ["davit.dev/finalizer"],
+            "annotations": {"davit.dev/last-handled-configuration": "{}", "team": "vision"},
+        },
+    )
+
+    def cleaned() -> dict[str, Any] | None:
+        metadata: dict[str, Any] = models.get("resnet")["metadata"]
+        annotations = metadata.get("annotations") or {}
+        stale = metadata.get("finalizers") or "davit.dev/last-handled-configuration" in annotations
+        return None if stale else metadata
+
+    metadata = wait_for(cleaned, timeout=30, what="the old finalizer and annotations removed")
+    assert metadata["annotations"]["team"] == "vision"
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+
+
+BAD_NAMES = [
+    pytest.param("bert.v2", "metadata.name must be a DNS-1035 label", id="dot"),
+    pytest.param("2bert", "metadata.name must be a DNS-1035 label", id="leading-digit"),
+    pytest.param("m" * 70, "metadata.name must be at most 52 characters", id="70-characters"),
+]
+
+
+@pytest.mark.parametrize(("name", "message"), BAD_NAMES)
+def test_names_that_cannot_name_the_children_are_refused(
+    crd: None, kube_env: dict[str, str], namespace: str, name: str, message: str
+) -> None:
+    manifest = {
+        "apiVersion": "serving.davit.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": gpu_spec(replicas=1),
+    }
+    result = kubectl(kube_env, "apply", "-f", "-", stdin=json.dumps(manifest), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert kubectl(kube_env, "get", "md", "-n", namespace, "-o", "name").stdout == ""
