@@ -88,13 +88,24 @@ def test_gpu_model_is_scheduled_on_gpu_nodes_and_becomes_ready(
 
     table = kubectl(kube_env, "get", "md", "-n", namespace).stdout.splitlines()
     header, row = table[0].split(), table[1].split()
-    assert header == ["NAME", "VERSION", "PHASE", "WEIGHT", "STEP", "READY", "GPUS", "AGE"]
+    assert header == [
+        "NAME",
+        "VERSION",
+        "PHASE",
+        "WEIGHT",
+        "STEP",
+        "READY",
+        "GPUS",
+        "REASON",
+        "AGE",
+    ]
     values = dict(zip(header, row, strict=False))
     assert values["NAME"] == "resnet"
     assert values["VERSION"] == "v1"
     assert values["PHASE"] == "Healthy"
     assert values["READY"] == "2/2"
     assert values["GPUS"] == "2"
+    assert values["REASON"] == "AllReplicasReady"
 
 
 def test_model_asking_for_more_gpus_than_any_node_has_is_pending(

@@ -170,3 +170,43 @@ def test_names_that_cannot_name_the_children_are_refused(
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert kubectl(kube_env, "get", "md", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_a_spec_the_api_server_refuses_is_reported_once_and_retried_slowly(
+    models: Models,
+    api_client: client.ApiClient,
+    namespace: str,
+    kube_env: dict[str, str],
+    operator: OperatorProcess,
+) -> None:
+    # The CRD keeps tolerations free-form (they are Kubernetes' own type); the Deployment's
+    # schema then refuses this one.
+    spec = gpu_spec(replicas=1)
+    spec["scheduling"] = {"tolerations": [{"key": "team", "operator": "Sometimes"}]}
+    models.create("resnet", spec)
+
+    def refused() -> dict[str, Any] | None:
+        ready = models.condition("resnet", "Ready")
+        return ready if ready and ready["reason"] == "InvalidSpec" else None
+
+    ready = wait_for(refused, timeout=30, what="Ready=False, reason InvalidSpec")
+    assert ready["status"] == "False"
+    assert "the API server refused Deployment resnet-" in ready["message"]
+    assert 'Unsupported value: "Sometimes"' in ready["message"]
+    row = kubectl(kube_env, "get", "md", "resnet", "-n", namespace).stdout.splitlines()[1]
+    assert "Failed" in row.split()
+    assert "InvalidSpec" in row.split()
+
+    time.sleep(6)  # a hot loop would retry ~every pass; backoff allows 1 + 2 s retries here
+    warnings = [
+        e for e in model_events(api_client, namespace, "resnet") if e.reason == "InvalidSpec"
+    ]
+    assert len(warnings) == 1
+    assert warnings[0].type == "Warning"
+    retries = operator.log().count(f"reconcile ('{namespace}', 'resnet'): ")
+    assert 1 <= retries <= 5, f"{retries} retries logged in ~6 s"
+    assert not deployments(api_client, namespace, "resnet")
+
+    # Fixing the spec brings it up at once, whatever the backoff had reached.
+    models.patch_spec("resnet", {"scheduling": {"tolerations": []}})
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")

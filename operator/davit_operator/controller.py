@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import httpx2
 import pydantic
 from lightkube.core.exceptions import ApiError
 
@@ -21,11 +22,22 @@ from davit_operator.config import OperatorConfig
 from davit_operator.kube import Kube, NamespaceTerminatingError
 from davit_operator.planners import observe
 from davit_operator.planners.observe import ChildKey, PodState, Written
-from davit_operator.planners.reconcile import Event, Plan, plan
+from davit_operator.planners.reconcile import Event, Plan, plan, refusal
+from davit_operator.scheduler import RetryLaterError
 
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, model name)
+
+# The API server is busy, restarting or racing another writer: the same pass will do later.
+TRANSIENT_CODES = frozenset({409, 429, 500, 502, 503, 504})
+# The API server refuses the object itself: the spec asks for something that cannot exist.
+REFUSED_CODES = frozenset({400, 422})
+
+
+class ChildRefusedError(Exception):
+    def __init__(self, kind: str, name: str, message: str) -> None:
+        super().__init__(f"the API server refused {kind} {name}: {message}")
 
 
 class Caches(Protocol):
@@ -88,7 +100,23 @@ class Controller:
         return believed
 
     async def reconcile(self, key: Key) -> float | None:
-        """One pass; returns the wall-clock time of the next time-based step, if any."""
+        """One pass; returns the wall-clock time of the next time-based step, if any.
+
+        Raises RetryLaterError when the API server is unreachable or busy, or refuses a child (that
+        refusal is then in status and an Event); anything else is a bug and propagates.
+        """
+        try:
+            return await self._pass(key)
+        except ApiError as error:
+            if error.status.code in TRANSIENT_CODES:
+                raise RetryLaterError(
+                    f"API server answered {error.status.code}: {error.status.message}"
+                ) from error
+            raise
+        except httpx2.TransportError as error:
+            raise RetryLaterError(f"API server unreachable: {error!r}") from error
+
+    async def _pass(self, key: Key) -> float | None:
         body = self._model(key)
         if body is None:
             self._children_written.pop(key, None)
@@ -114,6 +142,15 @@ class Controller:
             await self._write_children(key, changes, children)
         except NamespaceTerminatingError:
             return None  # the namespace and everything in it are going away
+        except ChildRefusedError as refused:
+            # Nothing but a new spec helps, and a new spec wakes the model: say why in status
+            # and an Event, then back off (the scheduler retries, slower and slower).
+            report = refusal(md, str(refused), utc_now())
+            if report.status:
+                stored = await self._kube.patch_status(namespace, name, report.status)
+                self._model_written[key] = _written(stored)
+            await self._record(body, report.events)
+            raise RetryLaterError(str(refused)) from refused
         if changes.status:
             stored = await self._kube.patch_status(namespace, name, changes.status)
             self._model_written[key] = _written(stored)
@@ -125,7 +162,13 @@ class Controller:
     ) -> None:
         written = self._children_written.setdefault(key, {})
         for manifest in changes.apply:
-            applied = await self._kube.apply(manifest)
+            try:
+                applied = await self._kube.apply(manifest)
+            except ApiError as error:
+                if error.status.code in REFUSED_CODES:
+                    kind, child = observe.child_key(manifest)
+                    raise ChildRefusedError(kind, child, str(error.status.message)) from error
+                raise
             written[observe.child_key(applied)] = _written(applied)
         for ref in changes.delete:
             gone = children.get((ref.kind, ref.name), {})

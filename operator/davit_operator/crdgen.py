@@ -137,9 +137,14 @@ def build_crd() -> dict[str, Any]:
         {"name": name, "type": typ, "jsonPath": path, "description": desc}
         for name, typ, path, desc in columns
     ]
-    printer_columns.append(
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-    )
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    printer_columns += [
+        {"name": "Reason", "type": "string", "jsonPath": f"{ready}.reason",
+         "description": "Why the model is or is not Ready"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Message", "type": "string", "jsonPath": f"{ready}.message", "priority": 1,
+         "description": "The Ready condition's message (kubectl get md -o wide)"},
+    ]  # fmt: skip
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

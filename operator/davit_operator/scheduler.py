@@ -151,6 +151,11 @@ class WakeQueue(Generic[K]):
             heapq.heappush(self._heap, entry)
 
 
+class RetryLaterError(Exception):
+    """A pass failed for a reason already understood (and reported where users look, e.g. in
+    status): retried with backoff like any failure, logged as one line, never a traceback."""
+
+
 # A pass returns the wall-clock time at which it wants to run again, or None.
 Reconcile = Callable[[K], Awaitable[float | None]]
 
@@ -158,8 +163,9 @@ Reconcile = Callable[[K], Awaitable[float | None]]
 class Scheduler(Generic[K]):
     """Runs `reconcile(key)` for woken keys, at most `concurrency` at a time.
 
-    A pass that raises is logged (with a traceback the first time in a row, one line after
-    that) and retried after the queue's backoff; errors never escape the loop.
+    A pass that raises is retried after the queue's backoff and logged: `RetryLaterError` as one
+    line, anything else with a traceback the first time in a row and one line after that.
+    Errors never escape the loop.
     """
 
     def __init__(
@@ -223,7 +229,9 @@ class Scheduler(Generic[K]):
             failed = True
             streak = self._queue.failures(key) + 1
             delay = self._queue.retry_delay(key)
-            if streak == 1:
+            if isinstance(error, RetryLaterError):
+                logger.warning("reconcile %s: %s (retry in %.0fs)", key, error, delay)
+            elif streak == 1:
                 logger.exception("reconcile %s failed; retrying in %.0fs", key, delay)
             else:
                 logger.warning(

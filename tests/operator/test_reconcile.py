@@ -186,3 +186,53 @@ def test_history_is_trimmed_but_live_revisions_stay() -> None:
     assert len(hashes) == 3
     assert "live" in hashes
     assert hashes[-1] == target_of(model)
+
+
+@dataclass(frozen=True)
+class RefusalCase:
+    reason: str
+    previous_ready: dict[str, Any] | None
+    message: str
+    want_event: bool
+
+
+REFUSED = "the API server refused Deployment resnet-abc: spec.template.spec.tolerations[0]: bad"
+REFUSALS = [
+    RefusalCase("a first refusal is reported", None, REFUSED, want_event=True),
+    RefusalCase(
+        "a healthy model whose new spec is refused",
+        {"type": "Ready", "status": "True", "reason": "AllReplicasReady"},
+        REFUSED,
+        want_event=True,
+    ),
+    RefusalCase(
+        "the same refusal again (a retry): no second Event",
+        {"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": REFUSED},
+        REFUSED,
+        want_event=False,
+    ),
+    RefusalCase(
+        "another refusal (the user changed the spec, still wrong): a new Event",
+        {"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": "other"},
+        REFUSED,
+        want_event=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=[c.reason for c in REFUSALS])
+def test_refusal(case: RefusalCase) -> None:
+    scheduled = {"type": "Scheduled", "status": "True", "reason": "AllPodsScheduled"}
+    conditions = [c for c in (case.previous_ready, scheduled) if c]
+    model = md(status={"phase": "Healthy", "conditions": conditions})
+    plan = reconcile.refusal(model, case.message, NOW)
+    assert plan.apply == []
+    assert plan.delete == []
+    status = {**model.status.model_dump(mode="json", by_alias=True), **plan.status}
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "InvalidSpec", REFUSED)
+    assert status["phase"] == "Failed"
+    assert condition(status, "Scheduled")["reason"] == "AllPodsScheduled"  # left as it was
+    assert [(e.type, e.reason) for e in plan.events] == (
+        [("Warning", "InvalidSpec")] if case.want_event else []
+    )

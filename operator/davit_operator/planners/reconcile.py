@@ -16,6 +16,8 @@ from davit_operator.planners.diff import SPEC_HASH_ANNOTATION, semantic_diff
 from davit_operator.planners.observe import DeploymentState, Observed, PodState
 
 GPU_SHORTAGE_MARKER = f"Insufficient {children.GPU_RESOURCE}"
+# Ready's reason when the API server refuses a child that the spec asks for.
+INVALID_SPEC = "InvalidSpec"
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,31 @@ def plan(
     )
     result.status = status_patch(status, new_status)
     return result
+
+
+def refusal(md: api.ModelDeployment, message: str, now: str) -> Plan:
+    """What to write when the API server refuses a child: the spec cannot be realised as it is.
+
+    Ready turns False with reason InvalidSpec and the server's message, the phase Failed; one
+    Warning Event per distinct refusal (not per retry). The other conditions stay as they were.
+    """
+    status, generation = md.status, md.metadata.get("generation")
+    previous = status.conditions
+    ready = _condition(
+        api.ConditionType.READY, False, INVALID_SPEC, message, previous, now, generation
+    )
+    conditions = [ready, *(c for c in previous if c.type != api.ConditionType.READY)]
+    refused = status.model_copy(
+        update={
+            "phase": api.Phase.FAILED,
+            "conditions": conditions,
+            "observed_generation": generation,
+        }
+    )
+    before = next((c for c in previous if c.type == api.ConditionType.READY), None)
+    repeated = before is not None and (before.reason, before.message) == (INVALID_SPEC, message)
+    events = [] if repeated else [Event("Warning", INVALID_SPEC, message)]
+    return Plan(status=status_patch(status, refused), events=events)
 
 
 def _share(part: int, whole: int) -> int:
