@@ -67,6 +67,15 @@ def kubectl(
     return result
 
 
+def kwokctl(env: dict[str, str], *args: str) -> None:
+    """Run kwokctl on the local cluster (its state is under $KWOK_WORKDIR in `env`)."""
+    result = subprocess.run(
+        ["kwokctl", *args], env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kwokctl {' '.join(args)} failed: {result.stderr}")
+
+
 class Models:
     """ModelDeployments in one namespace, through the API as a user's tools would use it."""
 
@@ -136,6 +145,9 @@ class OperatorProcess:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def log(self) -> str:
         return self.log_path.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from test_modeldeployment import deployments, gpu_spec, is_ready, of_model, pods
 
-from e2e_support import Models, OperatorProcess, kubectl, wait_for
+from e2e_support import Models, OperatorProcess, cluster_answers, kubectl, kwokctl, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -210,3 +211,57 @@ def test_a_spec_the_api_server_refuses_is_reported_once_and_retried_slowly(
     # Fixing the spec brings it up at once, whatever the backoff had reached.
     models.patch_spec("resnet", {"scheduling": {"tolerations": []}})
     wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+
+
+# Issue 6: the API server stopped for 2 minutes; after it returns, the operator resumes within
+# 30 s without a restart. Last in this file: every other test needs the API server.
+OUTAGE_SECONDS = float(os.environ.get("DAVIT_E2E_OUTAGE_SECONDS", "120"))
+RESUME_SECONDS = 30
+
+
+def test_the_operator_rides_out_an_api_server_outage(
+    models: Models,
+    api_client: client.ApiClient,
+    namespace: str,
+    kube_env: dict[str, str],
+    operator: OperatorProcess,
+) -> None:
+    if os.environ.get("DAVIT_E2E_KUBECONFIG"):
+        pytest.skip("stops the local control plane with kwokctl; not available on another cluster")
+    models.create("resnet", gpu_spec(replicas=1))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+    core = client.CoreV1Api(api_client)
+    before = core.read_namespaced_service("resnet", namespace).metadata.uid
+
+    # The whole control plane goes (etcd and kube-apiserver with it); its data stays.
+    kwokctl(kube_env, "stop", "cluster", "--name", "davit")
+    try:
+        time.sleep(OUTAGE_SECONDS)
+        assert operator.running(), "the operator exited while the API server was away"
+    finally:
+        kwokctl(kube_env, "start", "cluster", "--name", "davit")
+    wait_for(lambda: cluster_answers(kube_env), timeout=60, what="the API server to answer")
+    back = time.monotonic()
+
+    core.delete_namespaced_service("resnet", namespace)
+    wait_for(
+        lambda: core.read_namespaced_service("resnet", namespace).metadata.uid != before,
+        timeout=RESUME_SECONDS,
+        what="the Service re-created after the outage",
+    )
+    models.patch_spec("resnet", {"replicas": 2})
+    wait_for(
+        lambda: [d.spec.replicas for d in deployments(api_client, namespace, "resnet")] == [2],
+        timeout=RESUME_SECONDS,
+        what="the operator to scale the Deployment to 2 after the outage",
+    )
+    # The rest is the control plane's pace (its controller manager re-elects itself first).
+    wait_for(
+        lambda: models.get("resnet")["status"].get("ready") == "2/2",
+        timeout=TIMEOUT,
+        what="the model at 2/2 after the outage",
+    )
+    print(f"2/2 {time.monotonic() - back:.1f}s after the API server returned")
+    assert operator.running()
+    assert len(deployments(api_client, namespace, "resnet")) == 1
+    assert len(of_model(core.list_namespaced_service, namespace, "resnet")) == 1

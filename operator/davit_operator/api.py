@@ -94,8 +94,12 @@ class TensorDatatype(StrEnum):
 class TensorSpec(ApiModel):
     """One input or output as the runtime validates requests against it."""
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$", max_length=128)
-    datatype: TensorDatatype
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$",
+        max_length=128,
+        description="Tensor name, as clients send it in inference requests.",
+    )
+    datatype: TensorDatatype = Field(description="Element type (Open Inference Protocol names).")
     shape: list[int] = Field(
         max_length=8,
         description="Dimensions without the batch dimension; -1 means any size.",
@@ -108,6 +112,8 @@ class TensorSpec(ApiModel):
 
 
 class ModelSource(ApiModel):
+    """What to serve: where the model lives, its format, and its tensors."""
+
     uri: str = Field(
         description="Where the model lives: pvc://CLAIM/PATH, s3://BUCKET/KEY, http(s)://…, file:///PATH.",
         json_schema_extra={
@@ -143,25 +149,51 @@ class ModelSource(ApiModel):
 
 
 class Batching(ApiModel):
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
-    max_queue_delay_ms: float = Field(default=5, ge=0, le=10_000)
+    """Dynamic batching: concurrent requests are merged into one forward pass."""
+
+    max_batch_size: int = Field(
+        default=32, ge=1, le=4096, description="Most requests (batch rows) in one forward pass."
+    )
+    max_queue_delay_ms: float = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description="Longest a request waits for others to fill a batch; a lone client is not "
+        "delayed.",
+    )
 
 
 class Optimize(ApiModel):
-    precision: Precision = Precision.FP32
-    compile: bool = False
-    cuda_graphs: bool = False
+    """How the runtime prepares the model for serving."""
+
+    precision: Precision = Field(
+        default=Precision.FP32, description="fp32 | fp16 | bf16 (weights and compute)."
+    )
+    compile: bool = Field(
+        default=False, description="torch.compile the model at load (model.format pt2 only)."
+    )
+    cuda_graphs: bool = Field(
+        default=False, description="Capture CUDA graphs per batch size (needs resources.gpu > 0)."
+    )
 
 
 class Limits(ApiModel):
     """Load shedding: beyond these the runtime answers 429 with Retry-After."""
 
-    max_in_flight: int = Field(default=64, ge=1)
-    max_queue: int = Field(default=256, ge=0)
-    queue_timeout_ms: int = Field(default=1000, ge=1)
+    max_in_flight: int = Field(
+        default=64, ge=1, description="Requests being computed at once per replica."
+    )
+    max_queue: int = Field(
+        default=256, ge=0, description="Requests waiting per replica beyond max_in_flight."
+    )
+    queue_timeout_ms: int = Field(
+        default=1000, ge=1, description="A request waiting longer than this is answered 429."
+    )
 
 
 class Runtime(ApiModel):
+    """The server that runs the model in each pod."""
+
     kind: RuntimeKind = Field(
         default=RuntimeKind.TORCH,
         description="torch (the Davit runtime image) | triton (the NVIDIA Triton image).",
@@ -176,14 +208,20 @@ QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 
 
 class Resources(ApiModel):
+    """What each replica requests (and is limited to)."""
+
     gpu: int = Field(default=0, ge=0, le=64, description="nvidia.com/gpu per replica.")
     gpu_product: str = Field(
         default="",
         description="Schedules onto nodes labelled nvidia.com/gpu.product=<this>, "
         "e.g. NVIDIA-H100-80GB-HBM3.",
     )
-    cpu: str = Field(default="1", pattern=QUANTITY_PATTERN)
-    memory: str = Field(default="2Gi", pattern=QUANTITY_PATTERN)
+    cpu: str = Field(
+        default="1", pattern=QUANTITY_PATTERN, description="CPU per replica (a quantity: 4, 500m)."
+    )
+    memory: str = Field(
+        default="2Gi", pattern=QUANTITY_PATTERN, description="Memory per replica (16Gi, 512Mi)."
+    )
 
 
 class TopologySpread(StrEnum):
@@ -193,11 +231,21 @@ class TopologySpread(StrEnum):
 
 
 class Scheduling(ApiModel):
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] = Field(default_factory=dict)
-    topology_spread: TopologySpread = TopologySpread.ZONE
-    priority_class_name: str = ""
+    """Where the replicas may run; passed to their pods as Kubernetes defines these fields."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the pods require (pod nodeSelector)."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Pod tolerations; GPU pods also get the nvidia.com/gpu taint's toleration.",
+    )
+    affinity: dict[str, Any] = Field(default_factory=dict, description="Pod affinity, as is.")
+    topology_spread: TopologySpread = Field(
+        default=TopologySpread.ZONE,
+        description="zone | node | none: spread the replicas across zones or nodes.",
+    )
+    priority_class_name: str = Field(default="", description="The pods' PriorityClass.")
 
 
 class MetricType(StrEnum):
@@ -207,7 +255,10 @@ class MetricType(StrEnum):
 
 
 class AutoscalingMetric(ApiModel):
-    type: MetricType
+    """One HPA target. Only cpu works with metrics-server alone; inFlight and gpu need a
+    custom-metrics adapter serving davit_in_flight / GPU utilisation (not shipped yet)."""
+
+    type: MetricType = Field(description="inFlight | cpu | gpu.")
     target: int | None = Field(default=None, ge=1, description="inFlight: requests per pod.")
     target_utilization: int | None = Field(
         default=None, ge=1, le=100, description="cpu/gpu: percent."
@@ -215,6 +266,8 @@ class AutoscalingMetric(ApiModel):
 
 
 class Autoscaling(ApiModel):
+    """A HorizontalPodAutoscaler on the ModelDeployment's scale subresource."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -226,11 +279,12 @@ class Autoscaling(ApiModel):
         }
     )
 
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=4, ge=1)
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas the HPA keeps.")
+    max_replicas: int = Field(default=4, ge=1, description="Most replicas the HPA may add.")
     metrics: list[AutoscalingMetric] = Field(
         default_factory=lambda: [AutoscalingMetric(type=MetricType.CPU, target_utilization=70)],
         max_length=8,
+        description="What the HPA scales on; default cpu at 70 %.",
     )
 
 
@@ -241,6 +295,8 @@ class RolloutStrategy(StrEnum):
 
 
 class Pause(ApiModel):
+    """Hold the rollout at the current weight."""
+
     duration: str | None = Field(
         default=None,
         pattern=r"^([0-9]+(ms|s|m|h))+$",
@@ -249,6 +305,8 @@ class Pause(ApiModel):
 
 
 class RolloutStep(ApiModel):
+    """One canary step: exactly one of setWeight, pause, analysis."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -261,28 +319,60 @@ class RolloutStep(ApiModel):
         }
     )
 
-    set_weight: int | None = Field(default=None, ge=0, le=100)
-    pause: Pause | None = None
-    analysis: dict[str, Any] | None = None
+    set_weight: int | None = Field(
+        default=None, ge=0, le=100, description="Percent of traffic for the new revision."
+    )
+    pause: Pause | None = Field(default=None, description="Wait (a duration, or for promote).")
+    analysis: dict[str, Any] | None = Field(
+        default=None, description="Judge the canary now (overrides of rollout.analysis)."
+    )
 
 
 class PrometheusSource(ApiModel):
-    url: str = ""
+    """Where analysis reads metrics."""
+
+    url: str = Field(default="", description="Prometheus base URL; empty: the router's figures.")
+
+
+NOT_YET = "Not acted on yet: "
 
 
 class Analysis(ApiModel):
-    interval: str = Field(default="30s", pattern=r"^([0-9]+(ms|s|m|h))+$")
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    max_p99_latency_ms: int = Field(default=250, ge=1)
-    failure_limit: int = Field(default=2, ge=0)
-    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    """How a canary is judged. Not acted on yet: canary analysis is being built."""
+
+    interval: str = Field(
+        default="30s",
+        pattern=r"^([0-9]+(ms|s|m|h))+$",
+        description="How often the canary is measured (30s, 2m).",
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest tolerated fraction of failed requests."
+    )
+    max_p99_latency_ms: int = Field(
+        default=250, ge=1, description="Highest tolerated 99th-percentile latency."
+    )
+    failure_limit: int = Field(
+        default=2, ge=0, description="Failed measurements tolerated before the rollout aborts."
+    )
+    prometheus: PrometheusSource = Field(
+        default_factory=PrometheusSource, description="Metrics source for analysis."
+    )
 
 
 class Rollout(ApiModel):
-    strategy: RolloutStrategy = RolloutStrategy.CANARY
+    """How a new revision replaces the stable one.
+
+    Today a new revision replaces the old once all its replicas are available; of these
+    fields only revisionHistoryLimit is acted on (canary steps and analysis are being built)."""
+
+    strategy: RolloutStrategy = Field(
+        default=RolloutStrategy.CANARY,
+        description=NOT_YET + "canary | blueGreen | recreate.",
+    )
     steps: list[RolloutStep] = Field(
         default_factory=list,
         max_length=32,
+        description=NOT_YET + "canary steps, run in order.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
@@ -292,10 +382,21 @@ class Rollout(ApiModel):
             ]
         },
     )
-    analysis: Analysis = Field(default_factory=Analysis)
-    auto_rollback: bool = True
-    max_surge_gpus: int = Field(default=2, ge=0)
-    revision_history_limit: int = Field(default=10, ge=1, le=100)
+    analysis: Analysis = Field(
+        default_factory=Analysis, description=NOT_YET + "default analysis settings."
+    )
+    auto_rollback: bool = Field(
+        default=True, description=NOT_YET + "go back to the stable revision when analysis fails."
+    )
+    max_surge_gpus: int = Field(
+        default=2,
+        ge=0,
+        alias="maxSurgeGPUs",
+        description=NOT_YET + "GPUs the canary's extra pods may hold beyond the stable ones.",
+    )
+    revision_history_limit: int = Field(
+        default=10, ge=1, le=100, description="Revisions kept in status.revisions."
+    )
 
 
 class TrafficProvider(StrEnum):
@@ -305,22 +406,44 @@ class TrafficProvider(StrEnum):
 
 
 class Retries(ApiModel):
-    attempts: int = Field(default=2, ge=0, le=10)
-    budget_percent: int = Field(default=20, ge=0, le=100)
+    """Retries of failed requests by the router."""
+
+    attempts: int = Field(default=2, ge=0, le=10, description="Retries per request at most.")
+    budget_percent: int = Field(
+        default=20, ge=0, le=100, description="Retries as a percent of requests, at most."
+    )
 
 
 class CircuitBreaker(ApiModel):
-    consecutive_errors: int = Field(default=5, ge=1)
-    error_rate_threshold: float = Field(default=0.5, gt=0, le=1)
-    ejection_seconds: int = Field(default=30, ge=1)
-    max_ejected_percent: int = Field(default=50, ge=0, le=100)
+    """Ejection of failing replicas from the router's pool."""
+
+    consecutive_errors: int = Field(
+        default=5, ge=1, description="Errors in a row that eject a replica."
+    )
+    error_rate_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Error fraction that ejects a replica."
+    )
+    ejection_seconds: int = Field(default=30, ge=1, description="How long an ejection lasts.")
+    max_ejected_percent: int = Field(
+        default=50, ge=0, le=100, description="Never eject more than this percent of replicas."
+    )
 
 
 class Traffic(ApiModel):
-    provider: TrafficProvider = TrafficProvider.NONE
-    timeout_ms: int = Field(default=30_000, ge=1)
-    retries: Retries = Field(default_factory=Retries)
-    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    """How requests reach the revisions. Not acted on yet: the Service spreads requests over
+    every ready replica of every revision (the replica ratio)."""
+
+    provider: TrafficProvider = Field(
+        default=TrafficProvider.NONE,
+        description=NOT_YET + "builtin (Davit router) | gatewayAPI (HTTPRoute) | none.",
+    )
+    timeout_ms: int = Field(
+        default=30_000, ge=1, description=NOT_YET + "per-request timeout at the router."
+    )
+    retries: Retries = Field(default_factory=Retries, description=NOT_YET + "router retries.")
+    circuit_breaker: CircuitBreaker = Field(
+        default_factory=CircuitBreaker, description=NOT_YET + "router circuit breaking."
+    )
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -358,16 +481,24 @@ class ModelDeploymentSpec(ApiModel):
         }
     )
 
-    model: ModelSource
-    runtime: Runtime = Field(default_factory=Runtime)
-    resources: Resources = Field(default_factory=Resources)
-    scheduling: Scheduling = Field(default_factory=Scheduling)
-    replicas: int = Field(
-        default=1, ge=0, le=1000, description="Ignored while autoscaling is set (the HPA owns it)."
+    model: ModelSource = Field(description="The model to serve.")
+    runtime: Runtime = Field(default_factory=Runtime, description="The serving runtime.")
+    resources: Resources = Field(default_factory=Resources, description="Per-replica resources.")
+    scheduling: Scheduling = Field(
+        default_factory=Scheduling, description="Node placement of the replicas."
     )
-    autoscaling: Autoscaling | None = None
-    rollout: Rollout = Field(default_factory=Rollout)
-    traffic: Traffic = Field(default_factory=Traffic)
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Replicas of the serving revision; kept within autoscaling's bounds when "
+        "autoscaling is set (the HPA then sets it through the scale subresource).",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Autoscaling; absent: a fixed number of replicas."
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description="How new revisions roll out.")
+    traffic: Traffic = Field(default_factory=Traffic, description="Request routing.")
 
 
 # ---- status -----------------------------------------------------------------------------------
@@ -392,12 +523,16 @@ class ConditionType(StrEnum):
 
 
 class Condition(ApiModel):
-    type: str
-    status: str = Field(pattern=r"^(True|False|Unknown)$")
-    reason: str
-    message: str = ""
-    last_transition_time: str = ""
-    observed_generation: int | None = None
+    """One aspect of the model's state, in Kubernetes' condition convention."""
+
+    type: str = Field(description="Ready | Available | Progressing | Scheduled.")
+    status: str = Field(pattern=r"^(True|False|Unknown)$", description="True | False | Unknown.")
+    reason: str = Field(description="Why, in one CamelCase word (e.g. InsufficientGPU).")
+    message: str = Field(default="", description="Why, for people.")
+    last_transition_time: str = Field(default="", description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition describes."
+    )
 
 
 class RevisionOutcome(StrEnum):
@@ -409,30 +544,51 @@ class RevisionOutcome(StrEnum):
 
 
 class RevisionRecord(ApiModel):
-    hash: str
-    version: str = ""
-    model_uri: str = ""
-    created_at: str = ""
-    outcome: RevisionOutcome = RevisionOutcome.PROGRESSING
+    """One revision: a distinct pod-affecting spec (model, runtime, resources, scheduling)."""
+
+    hash: str = Field(description="Revision hash; its Deployment is <name>-<hash>.")
+    version: str = Field(default="", description="spec.model.version of this revision.")
+    model_uri: str = Field(default="", description="spec.model.uri of this revision.")
+    created_at: str = Field(default="", description="When this revision started rolling out.")
+    outcome: RevisionOutcome = Field(
+        default=RevisionOutcome.PROGRESSING,
+        description="Progressing | Stable | Superseded | RolledBack | Aborted.",
+    )
 
 
 class ModelDeploymentStatus(ApiModel):
-    observed_generation: int | None = None
-    phase: Phase | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    stable_revision: str | None = None
-    canary_revision: str | None = None
+    """What the operator observed and decided; written only by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation the operator last acted on."
+    )
+    phase: Phase | None = Field(
+        default=None, description="Pending | Progressing | Healthy | Degraded | Failed."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Available, Progressing, Scheduled."
+    )
+    stable_revision: str | None = Field(
+        default=None, description="The revision that serves when no rollout is running."
+    )
+    canary_revision: str | None = Field(
+        default=None, description="The revision rolling out, while one is."
+    )
     current_step: int | None = Field(default=None, description="Rollout steps completed.")
     canary_weight: int | None = Field(
         default=None, description="Percent of traffic on the newest revision."
     )
-    revisions: list[RevisionRecord] = Field(default_factory=list)
-    replicas: int | None = None
-    ready_replicas: int | None = None
+    revisions: list[RevisionRecord] = Field(
+        default_factory=list, description="Revision history, oldest first."
+    )
+    replicas: int | None = Field(default=None, description="Pods of every live revision.")
+    ready_replicas: int | None = Field(default=None, description="Of those, the ready ones.")
     ready: str | None = Field(default=None, description="ready/desired, for `kubectl get md`.")
     gpus: int | None = Field(default=None, description="GPUs requested by all live replicas.")
-    selector: str | None = None
-    url: str | None = None
+    selector: str | None = Field(
+        default=None, description="Label selector of the model's pods (scale subresource)."
+    )
+    url: str | None = Field(default=None, description="In-cluster URL of the model's Service.")
 
 
 class ModelDeployment(ApiModel):

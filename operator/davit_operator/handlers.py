@@ -1,30 +1,48 @@
-"""kopf handlers: thin glue between the watch streams, the scheduler and the controller.
+"""kopf handlers: thin glue between the watch streams, the cluster cache and the scheduler.
 
-kopf keeps watch-backed caches (indices keyed by (namespace, model)) of every ModelDeployment
-and child; every watch event of either wakes that model in the scheduler, which runs
-`Controller.reconcile` once for a burst of events. No kopf change handlers, timers or finalizers:
-kopf writes nothing to a ModelDeployment, and children go with their owner by garbage collection.
+kopf only watches. Every watch event of a ModelDeployment, or of a child or pod carrying the
+model label, updates the cluster cache and wakes the models it touched; the scheduler runs one
+`Controller.reconcile` for a burst of them. No kopf change handlers, timers or finalizers: kopf
+writes nothing to a ModelDeployment, and children go with their owner by garbage collection.
+
+The cache is filled from LIST snapshots before the first pass (so a restart re-plans every model
+once, from complete caches), and again whenever kopf re-lists a kind (after a watch expired, e.g.
+when the API server was away): kopf reports the objects that exist, never those deleted meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from davit_operator import api, naming
+from davit_operator.caches import MODEL_KIND, POD_KIND, ClusterCache, Key
 from davit_operator.config import OperatorConfig
-from davit_operator.controller import Controller, Key
+from davit_operator.controller import Controller
 from davit_operator.kube import Kube
-from davit_operator.planners import observe
-from davit_operator.planners.observe import ChildKey
-from davit_operator.scheduler import Scheduler
+from davit_operator.scheduler import Backoff, Scheduler, retry_delay
+
+logger = logging.getLogger(__name__)
 
 CHILDREN = {naming.MODEL_LABEL: kopf.PRESENT}
+# A re-listing arrives as a burst of events; one snapshot after it has settled is enough.
+SNAPSHOT_SETTLE_SECONDS = 2.0
+SNAPSHOT_RETRY = Backoff(first_seconds=1, max_seconds=30)
+
+# (group, version, plural) per kind the operator watches.
+WATCHED_KINDS: dict[str, tuple[str, str, str]] = {
+    MODEL_KIND: (api.GROUP, api.VERSION, api.PLURAL),
+    "Deployment": ("apps", "v1", "deployments"),
+    "Service": ("", "v1", "services"),
+    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+    POD_KIND: ("", "v1", "pods"),
+}
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,77 +59,60 @@ def _copy_list(value: Any) -> Any:
     return value
 
 
-def _cached(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the caches keep of a child: all but managedFields, often its largest part."""
-    plain = _plain(body)
-    plain.get("metadata", {}).pop("managedFields", None)
-    return plain
+class Snapshots:
+    """LIST snapshots of every watched kind into the cache, waking the models that changed."""
 
+    def __init__(
+        self, kube: Kube, cache: ClusterCache, scheduler: Scheduler[Key], config: OperatorConfig
+    ) -> None:
+        self._kube, self._cache, self._scheduler = kube, cache, scheduler
+        self._namespaces = config.namespaces
+        self._pending: asyncio.Task[None] | None = None
 
-def _key(namespace: str | None, labels: Mapping[str, str]) -> Key:
-    return (namespace or "", labels[naming.MODEL_LABEL])
+    async def take(self) -> None:
+        for kind in WATCHED_KINDS:
+            objects, version = await self._kube.list_kind(kind, self._namespaces)
+            for key in self._cache.replace(kind, objects, version):
+                self._scheduler.wake(key)
 
+    async def take_until_done(self) -> None:
+        """At start: the operator cannot do anything useful before one snapshot succeeded."""
+        failures = 0
+        while True:
+            try:
+                await self.take()
+                return
+            except Exception as error:
+                failures += 1
+                delay = retry_delay(failures, SNAPSHOT_RETRY)
+                logger.warning("listing the cluster failed (retry in %.0fs): %r", delay, error)
+                await asyncio.sleep(delay)
 
-def _store(index: Mapping[Key, Iterable[Any]], key: Key) -> list[Any]:
-    return list(index.get(key, ()))
+    def request(self) -> None:
+        """A re-listing is under way: take a snapshot once it has settled."""
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._settled(), name="davit snapshot")
 
+    async def _settled(self) -> None:
+        await asyncio.sleep(SNAPSHOT_SETTLE_SECONDS)
+        try:
+            await self.take()
+        except Exception as error:  # the next re-listing (kopf retries) asks again
+            logger.warning("listing the cluster failed: %r", error)
 
-ObjectIndex = kopf.Index[Key, dict[str, Any]]
-PodIndex = kopf.Index[Key, observe.PodState]
-
-# Index ids, which are also the keyword names under which kopf hands the indices to handlers.
-MODELS = "davit_models"
-CHILD_INDICES = ("davit_deployments", "davit_services", "davit_pdbs", "davit_hpas")
-PODS = "davit_pods"
-
-
-class IndexCaches:
-    """The controller's view of kopf's indices; bound once kopf has created them (startup)."""
-
-    def __init__(self) -> None:
-        self._models: ObjectIndex | None = None
-        self._children: tuple[ObjectIndex, ...] = ()
-        self._pods: PodIndex | None = None
-
-    def bind(self, indices: Mapping[str, Any]) -> None:
-        self._models = indices[MODELS]
-        self._children = tuple(indices[name] for name in CHILD_INDICES)
-        self._pods = indices[PODS]
-
-    def model(self, key: Key) -> dict[str, Any] | None:
-        assert self._models is not None, "caches used before the operator started"
-        return next(iter(_store(self._models, key)), None)
-
-    def children(self, key: Key) -> dict[ChildKey, dict[str, Any]]:
-        found = (obj for index in self._children for obj in _store(index, key))
-        return {observe.child_key(obj): obj for obj in found}
-
-    def pods(self, key: Key) -> tuple[observe.PodState, ...]:
-        assert self._pods is not None, "caches used before the operator started"
-        return tuple(_store(self._pods, key))
-
-
-@dataclass(frozen=True)
-class ChildKind:
-    group: str
-    version: str
-    plural: str
-    index: str
-
-
-CHILD_KINDS = (
-    ChildKind("apps", "v1", "deployments", "davit_deployments"),
-    ChildKind("", "v1", "services", "davit_services"),
-    ChildKind("policy", "v1", "poddisruptionbudgets", "davit_pdbs"),
-    ChildKind("autoscaling", "v2", "horizontalpodautoscalers", "davit_hpas"),
-)
+    async def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pending
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube) -> None:
     """Attach Davit's handlers to `registry`; everything they need is passed in here."""
-    caches = IndexCaches()
-    controller = Controller(config, kube, caches)
+    cache = ClusterCache()
+    controller = Controller(config, kube, cache)
     scheduler: Scheduler[Key] = Scheduler(controller.reconcile, concurrency=config.worker_limit)
+    snapshots = Snapshots(kube, cache, scheduler, config)
     running: list[asyncio.Task[None]] = []
 
     # A private registry has none of kopf's default login handlers. In a pod the service
@@ -120,70 +121,43 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    # kopf creates the indices before startup handlers run and fills them before any event
-    # handler runs, so the first wake finds complete caches: a restart re-plans every model
-    # once (each is listed once) and writes only what differs.
+    # Startup handlers finish before kopf starts watching: the first passes see complete caches.
     @kopf.on.startup(registry=registry)
-    async def start_scheduler(**kwargs: Any) -> None:
-        caches.bind(kwargs)
+    async def start_scheduler(**_: Any) -> None:
+        await snapshots.take_until_done()
+        for key in cache.models():
+            scheduler.wake(key)  # a restart re-plans every model once
         running.append(asyncio.create_task(scheduler.run(), name="davit scheduler"))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_scheduler(**_: Any) -> None:
+        await snapshots.stop()
         for task in running:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    # ---- ModelDeployments: cached, and every event wakes the model --------------------------
-    md = (api.GROUP, api.VERSION, api.PLURAL)
+    def watch(kind: str) -> None:
+        group, version, plural = WATCHED_KINDS[kind]
+        resource = (group, version, plural) if group else (version, plural)
+        labels = None if kind == MODEL_KIND else CHILDREN
 
-    @kopf.index(*md, id=MODELS, registry=registry)
-    def davit_models(
-        *, namespace: str | None, name: str | None, body: kopf.Body, **_: Any
-    ) -> dict[Key, dict[str, Any]]:
-        return {(namespace or "", name or ""): _cached(body)}
+        # async: kopf runs sync handlers in threads, and the cache and scheduler belong to the loop.
+        async def observe_event(*, event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+            kind_of_event = event.get("type")
+            obj = _plain(body)
+            if kind_of_event == "DELETED":
+                touched = cache.delete(kind, obj)
+            else:
+                touched = cache.upsert(kind, obj)
+            if kind_of_event is None:  # kopf is (re-)listing this kind
+                snapshots.request()
+            for key in touched:
+                scheduler.wake(key)
 
-    @kopf.on.event(*md, id="wake-model", registry=registry)
-    def wake_model(*, namespace: str | None, name: str | None, **_: Any) -> None:
-        scheduler.wake((namespace or "", name or ""))
-
-    # ---- children: cached by (namespace, model), and every event wakes their model ----------
-
-    def child_index(kind: ChildKind) -> None:
-        resource = (
-            (kind.group, kind.version, kind.plural) if kind.group else (kind.version, kind.plural)
+        kopf.on.event(*resource, id=f"observe-{plural}", labels=labels, registry=registry)(
+            observe_event
         )
 
-        def index(
-            *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-        ) -> dict[Key, dict[str, Any]]:
-            return {_key(namespace, labels): _cached(body)}
-
-        kopf.index(*resource, id=kind.index, labels=CHILDREN, registry=registry)(index)
-
-        def wake(
-            *, event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str],
-            body: kopf.Body, **_: Any,
-        ) -> None:  # fmt: skip
-            key = _key(namespace, labels)
-            if event.get("type") == "DELETED":
-                controller.child_deleted(
-                    key, observe.child_key(_plain(body)), body.metadata.uid or ""
-                )
-            scheduler.wake(key)
-
-        kopf.on.event(*resource, id=f"wake-{kind.plural}", labels=CHILDREN, registry=registry)(wake)
-
-    for kind in CHILD_KINDS:
-        child_index(kind)
-
-    @kopf.index("v1", "pods", id=PODS, labels=CHILDREN, registry=registry)
-    def davit_pods(
-        *, namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-    ) -> dict[Key, observe.PodState]:
-        return {_key(namespace, labels): observe.pod_state(_cached(body))}
-
-    @kopf.on.event("v1", "pods", id="wake-pods", labels=CHILDREN, registry=registry)
-    def wake_pods(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-        scheduler.wake(_key(namespace, labels))
+    for kind in WATCHED_KINDS:
+        watch(kind)

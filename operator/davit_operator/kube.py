@@ -8,18 +8,19 @@ answered, so a pass can believe its own write before the watch event arrives.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import uuid
 from typing import Any, cast
 
-from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
+from lightkube import AsyncClient, operators
+from lightkube.core.exceptions import ApiError, NotReadyError
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Event as EventResource
-from lightkube.resources.core_v1 import Service
+from lightkube.resources.core_v1 import Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
@@ -34,6 +35,14 @@ RESOURCES: dict[tuple[str, str], type[NamespacedResource]] = {
     ("v1", "Service"): Service,
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
+}
+
+
+# What the operator watches, by kind: what it creates, plus pods and ModelDeployments.
+WATCHED: dict[str, tuple[str, type[NamespacedResource]]] = {
+    api.KIND: (f"{api.GROUP}/{api.VERSION}", ModelDeploymentResource),
+    **{kind: (api_version, resource) for (api_version, kind), resource in RESOURCES.items()},
+    "Pod": ("v1", Pod),
 }
 
 
@@ -93,7 +102,7 @@ class Kube:
             namespace=namespace,
             patch_type=PatchType.MERGE,
         )
-        return dict(patched)
+        return cast(dict[str, Any], cast(Any, patched).to_dict())
 
     async def patch_metadata(
         self, namespace: str, name: str, patch: dict[str, Any]
@@ -102,7 +111,7 @@ class Kube:
         patched = await self._client.patch(
             ModelDeploymentResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
         )
-        return dict(patched)
+        return cast(dict[str, Any], cast(Any, patched).to_dict())
 
     async def record_event(self, involved: dict[str, Any], event: Event) -> None:
         """A core/v1 Event about `involved` (a ModelDeployment), from davit-operator."""
@@ -148,6 +157,27 @@ class Kube:
         except ApiError as error:
             if error.status.code != 404:
                 raise
+
+    async def list_kind(
+        self, kind: str, namespaces: tuple[str, ...]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Every watched object of `kind` (children: those with the model label) and the
+        snapshot's resourceVersion (the smallest, over several namespaces)."""
+        api_version, resource = WATCHED[kind]
+        labels: dict[str, Any] | None = (
+            None if kind == api.KIND else {naming.MODEL_LABEL: operators.exists()}
+        )
+        objects: list[dict[str, Any]] = []
+        versions: list[int] = []
+        for namespace in namespaces or ("*",):
+            listing = self._client.list(resource, namespace=namespace, labels=labels)
+            async for item in listing:
+                obj = cast(dict[str, Any], cast(Any, item).to_dict())
+                objects.append({**obj, "apiVersion": api_version, "kind": kind})
+            # An empty list may carry no version: then there is nothing to compare against.
+            with contextlib.suppress(ValueError, TypeError, NotReadyError):
+                versions.append(int(listing.resourceVersion))
+        return objects, (min(versions) if versions else None)
 
     async def close(self) -> None:
         await self._client.close()

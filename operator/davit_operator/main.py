@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import kopf
 from lightkube import AsyncClient
@@ -55,6 +57,16 @@ def parse_args(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class EndlessBackoffs:
+    """Seconds between attempts of one API request: 1, 2, 5, then every 10 s, forever.
+
+    Re-iterable: kopf iterates it afresh for every request, so each one starts at 1 s.
+    """
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((1.0, 2.0, 5.0), itertools.repeat(10.0))
+
+
 def settings_for(cfg: config_module.OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # kopf only watches and caches: Davit's scheduler runs the passes and records its own
@@ -62,8 +74,9 @@ def settings_for(cfg: config_module.OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.enabled = False
     # kopf's per-object workers only feed the caches and wake the scheduler; they stay cheap,
     # and the scheduler bounds the real work (cfg.worker_limit).
-    # Watches that fail (API server gone, 410 Gone) are retried with a bounded backoff.
-    settings.networking.error_backoffs = [1, 2, 5, 10]
+    # Requests that fail (API server gone or restarting) are retried for as long as it takes:
+    # an operator that gave up would need a restart by hand once the API server is back.
+    settings.networking.error_backoffs = EndlessBackoffs()
     return settings
 
 

@@ -63,3 +63,31 @@ def test_cel_rules_are_attached() -> None:
 
 def test_rendered_yaml_round_trips() -> None:
     assert yaml.safe_load(crdgen.render_crd()) == crdgen.build_crd()
+
+
+def _fields(node: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every property below `node`, with its dotted path (`[]` for array items)."""
+    found = []
+    for name, child in (node.get("properties") or {}).items():
+        found.append((f"{path}.{name}", child))
+        found += _fields(child, f"{path}.{name}")
+    if "items" in node:
+        found += _fields(node["items"], f"{path}[]")
+    return found
+
+
+def test_every_field_is_documented_for_kubectl_explain() -> None:
+    schema = crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    fields = _fields(schema["properties"]["spec"], "spec")
+    fields += _fields(schema["properties"]["status"], "status")
+    undocumented = [path for path, node in fields if not node.get("description", "").strip()]
+    assert undocumented == []
+
+
+def test_initialisms_follow_kubernetes_conventions() -> None:
+    """`maxSurgeGPUs`, not `maxSurgeGpus` (as in `podIP`, `clusterIP`)."""
+    schema = crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    names = [path.rsplit(".", 1)[-1] for path, _ in _fields(schema["properties"]["spec"], "spec")]
+    assert "maxSurgeGPUs" in names
+    spelled_wrong = [n for n in names if any(w in n for w in ("Gpu", "Url", "Uri", "Cpu", "Id"))]
+    assert spelled_wrong == []

@@ -123,62 +123,6 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
     return None
 
 
-# ---- what the operator wrote, until the watch caches catch up --------------------------------
-
-
-@dataclass(frozen=True)
-class Written:
-    """An object as the API server answered a write of Davit's; `body` None means deleted."""
-
-    uid: str
-    resource_version: str
-    body: dict[str, Any] | None
-
-
-def _version(obj: dict[str, Any]) -> int | None:
-    raw = (obj.get("metadata") or {}).get("resourceVersion")
-    try:
-        return int(str(raw))
-    except ValueError:
-        return None
-
-
-def newest(cached: dict[str, Any] | None, written: Written) -> tuple[dict[str, Any] | None, bool]:
-    """(what to believe about one object, whether `written` is still ahead of the cache).
-
-    A watch event follows every write, a moment later. Until it arrives, a pass must see its
-    own write, or it would apply the same child twice (or delete it twice). The API server's
-    resourceVersions are etcd revisions, so the newer of the two is the larger; where one is
-    not a number, the cache is believed.
-    """
-    cached_uid = (cached or {}).get("metadata", {}).get("uid")
-    if written.body is None:  # deleted by Davit: gone once the cache no longer holds that uid
-        return (None, True) if cached_uid == written.uid else (cached, False)
-    if cached is None:
-        return written.body, True
-    cached_version, written_version = _version(cached), _version(written.body)
-    if cached_version is None or written_version is None or cached_version >= written_version:
-        return cached, False
-    return written.body, True
-
-
-def overlay(
-    cached: dict[ChildKey, dict[str, Any]], written: dict[ChildKey, Written]
-) -> tuple[dict[ChildKey, dict[str, Any]], set[ChildKey]]:
-    """The cached objects with Davit's newer writes laid over them, and which writes are stale."""
-    believed = dict(cached)
-    caught_up = set()
-    for key, record in written.items():
-        obj, ahead = newest(cached.get(key), record)
-        if obj is None:
-            believed.pop(key, None)
-        else:
-            believed[key] = obj
-        if not ahead:
-            caught_up.add(key)
-    return believed, caught_up
-
-
 def assemble(
     owner_uid: str, children: dict[ChildKey, dict[str, Any]], pods: tuple[PodState, ...]
 ) -> Observed:
