@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -211,6 +212,40 @@ def test_a_spec_the_api_server_refuses_is_reported_once_and_retried_slowly(
     # Fixing the spec brings it up at once, whatever the backoff had reached.
     models.patch_spec("resnet", {"scheduling": {"tolerations": []}})
     wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+
+
+def writes_in(log: str, namespace: str) -> list[str]:
+    """The operator's API writes in `namespace`, from its request log (--verbose)."""
+    verbs = re.compile(r"HTTP Request: (PATCH|POST|PUT|DELETE) ")
+    return [line for line in log.splitlines() if verbs.search(line) and f"/{namespace}/" in line]
+
+
+def test_an_idle_model_costs_no_writes_and_a_restart_replans_it_without_writing(
+    models: Models, api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    models.create("resnet", gpu_spec(replicas=2))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+    time.sleep(1)  # the last status write of the rollout settles
+    idle_from = len(operator.log())
+    time.sleep(5)
+    assert writes_in(operator.log()[idle_from:], namespace) == []
+
+    operator.stop()
+    restart_from = len(operator.log())
+    operator.start()
+    time.sleep(4)
+    assert writes_in(operator.log()[restart_from:], namespace) == []
+    assert is_ready(models, "resnet")
+    # The restarted operator is not merely silent: it reacts.
+    core = client.CoreV1Api(api_client)
+    before = core.read_namespaced_service("resnet", namespace).metadata.uid
+    core.delete_namespaced_service("resnet", namespace)
+    wait_for(
+        lambda: core.read_namespaced_service("resnet", namespace).metadata.uid != before,
+        timeout=CORRECTION_SECONDS,
+        interval=0.05,
+        what="the Service re-created by the restarted operator",
+    )
 
 
 # Issue 6: the API server stopped for 2 minutes; after it returns, the operator resumes within
