@@ -236,3 +236,63 @@ def test_refusal(case: RefusalCase) -> None:
     assert [(e.type, e.reason) for e in plan.events] == (
         [("Warning", "InvalidSpec")] if case.want_event else []
     )
+
+
+# ---- the steps on their own --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseCase:
+    reason: str
+    replicas: int
+    stable_is_target: bool
+    target_ready: int
+    pods: tuple[bool | None, ...]  # PodScheduled per target pod
+    want: tuple[str, str]  # (phase, Ready's reason)
+
+
+PHASES = [
+    PhaseCase("serving revision fully ready", 2, True, 2, (True, True),
+              ("Healthy", "AllReplicasReady")),
+    PhaseCase("serving revision lost a replica", 2, True, 1, (True, True),
+              ("Degraded", "ReplicasNotReady")),
+    PhaseCase("nothing ready and a pod unschedulable", 1, False, 0, (False,),
+              ("Pending", "Unschedulable")),
+    PhaseCase("a new revision on its way", 2, False, 1, (True, True),
+              ("Progressing", "RolloutInProgress")),
+    PhaseCase("scaled to zero and settled", 0, True, 0, (), ("Healthy", "ScaledToZero")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PHASES, ids=[c.reason for c in PHASES])
+def test_plan_phase(case: PhaseCase) -> None:
+    model = md(replicas=case.replicas)
+    target = reconcile.Target.of(model)
+    pods = tuple(
+        replace(pod(target.revision, scheduled=s), name=f"p{i}") for i, s in enumerate(case.pods)
+    )
+    obs = observed(deployment(model, ready=case.target_ready), pods=pods)
+    stable = target.revision if case.stable_is_target else "older"
+    verdict = reconcile.plan_phase(target, stable, obs)
+    assert (verdict.phase.value, verdict.ready_reason) == case.want
+
+
+def test_plan_revisions_retires_older_deployments_only_once_the_target_is_available() -> None:
+    old_model = md(replicas=1)
+    new_model = md(replicas=1, model={"uri": "pvc://models/resnet/v4", "version": "v4"})
+    target = reconcile.Target.of(new_model)
+    old = deployment(old_model, ready=1)
+    waiting = reconcile.plan_revisions(
+        target, new_model.spec, new_model.status, observed(old, deployment(new_model)), NOW
+    )
+    assert waiting.delete == []
+    assert [e.reason for e in waiting.events] == ["RevisionCreated"]
+    done = reconcile.plan_revisions(
+        target, new_model.spec, new_model.status,
+        observed(old, deployment(new_model, ready=1)), NOW,
+    )  # fmt: skip
+    assert [r.name for r in done.delete] == [old.name]
+    assert done.stable == target.revision
+    assert [e.reason for e in done.events] == [
+        "RevisionCreated", "RevisionAvailable", "RevisionRetired",
+    ]  # fmt: skip

@@ -125,7 +125,219 @@ def scheduling_verdict(pods: list[PodState], replicas: int) -> tuple[bool | None
     return None, "SchedulingInProgress", "waiting for the scheduler"
 
 
-# ---- the planner -------------------------------------------------------------------------------
+# ---- the planner: named steps ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the spec asks for, computed once per pass."""
+
+    owner: children.Owner
+    revision: str
+    replicas: int
+    generation: int | None
+
+    @classmethod
+    def of(cls, md: api.ModelDeployment) -> Target:
+        meta = md.metadata
+        return cls(
+            owner=children.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"]),
+            revision=revision.revision_hash(md.spec),
+            replicas=children.desired_replicas(md.spec),
+            generation=meta.get("generation"),
+        )
+
+
+@dataclass(frozen=True)
+class ChildChanges:
+    apply: list[dict[str, Any]]
+    delete: list[ChildRef]
+
+
+def plan_children(
+    target: Target, spec: api.ModelDeploymentSpec, observed: Observed, config: OperatorConfig
+) -> ChildChanges:
+    """The target revision's Deployment, the Service, the PDB and (if autoscaling) the HPA:
+    those whose Davit-owned fields differ from what is observed. An HPA goes with autoscaling."""
+    owner = target.owner
+    desired = [
+        children.build_deployment(owner, spec, target.revision, target.replicas, config),
+        children.build_service(owner, config),
+        children.build_pdb(owner),
+    ]
+    delete = []
+    if spec.autoscaling is not None:
+        desired.append(children.build_hpa(owner, spec.autoscaling))
+    else:
+        delete = [
+            ChildRef("autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, hpa_name(hpa))
+            for hpa in observed.of_kind("HorizontalPodAutoscaler")
+        ]
+    target_deployment = observed.deployment(target.revision)
+    apply = []
+    for manifest in map(with_spec_hash, desired):
+        existing = (
+            (target_deployment.manifest if target_deployment else None)
+            if manifest["kind"] == "Deployment"
+            else observed.child(manifest["kind"], manifest["metadata"]["name"])
+        )
+        if needs_apply(manifest, existing):
+            apply.append(manifest)
+    return ChildChanges(apply=apply, delete=delete)
+
+
+@dataclass(frozen=True)
+class RevisionChanges:
+    history: list[api.RevisionRecord]
+    stable: str | None
+    delete: list[ChildRef]
+    events: list[Event]
+
+
+def plan_revisions(
+    target: Target, spec: api.ModelDeploymentSpec, status: api.ModelDeploymentStatus,
+    observed: Observed, now: str,
+) -> RevisionChanges:  # fmt: skip
+    """The target becomes stable once fully available; older revisions' Deployments then go."""
+    events = []
+    history, started = revision.record_target(status.revisions, target.revision, spec, now)
+    if started:
+        version = f" ({spec.model.version})" if spec.model.version else ""
+        events.append(
+            Event("Normal", "RevisionCreated", f"revision {target.revision}{version} rolling out")
+        )
+    stable = status.stable_revision
+    delete = []
+    if _is_available(observed.deployment(target.revision), target.replicas):
+        if stable != target.revision:
+            history = revision.promote(history, target.revision)
+            events.append(
+                Event(
+                    "Normal", "RevisionAvailable", f"revision {target.revision} serves all traffic"
+                )
+            )
+        stable = target.revision
+        for old in observed.deployments:
+            if old.revision == target.revision:
+                continue
+            delete.append(ChildRef("apps/v1", "Deployment", target.owner.namespace, old.name))
+            events.append(Event("Normal", "RevisionRetired", f"revision {old.revision} removed"))
+    elif stable is not None and observed.deployment(stable) is None and observed.deployments:
+        stable = None  # its Deployment is gone (deleted by hand): nothing stable serves
+    history = revision.trim(history, spec.rollout.revision_history_limit)
+    return RevisionChanges(history=history, stable=stable, delete=delete, events=events)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The phase and what the Ready and Scheduled conditions say about it."""
+
+    phase: api.Phase
+    ready_reason: str
+    ready_message: str
+    scheduled: bool | None
+    scheduled_reason: str
+    scheduled_message: str
+
+
+def plan_phase(target: Target, stable: str | None, observed: Observed) -> Verdict:
+    """Pending (unschedulable, nothing ready), Progressing (a revision rolling out), Healthy,
+    or Degraded (the serving revision short of ready replicas)."""
+    replicas, rev = target.replicas, target.revision
+    deployment = observed.deployment(rev)
+    target_ready = deployment.ready_replicas if deployment else 0
+    total_ready = sum(d.ready_replicas for d in observed.deployments)
+    rolling = stable != rev
+    pods = [p for p in observed.pods if p.revision == rev]
+    scheduled, sched_reason, sched_message = scheduling_verdict(pods, replicas)
+
+    def verdict(phase: api.Phase, reason: str, message: str) -> Verdict:
+        return Verdict(phase, reason, message, scheduled, sched_reason, sched_message)
+
+    if replicas == 0 and not rolling:
+        return verdict(api.Phase.HEALTHY, "ScaledToZero", "0 replicas")
+    if scheduled is False and total_ready == 0:
+        return verdict(api.Phase.PENDING, sched_reason, sched_message)
+    if rolling:
+        reason = sched_reason if scheduled is False else "RolloutInProgress"
+        return verdict(
+            api.Phase.PROGRESSING, reason, f"revision {rev}: {target_ready}/{replicas} ready"
+        )
+    ready = f"{target_ready}/{replicas} replicas ready"
+    if target_ready >= replicas:
+        return verdict(api.Phase.HEALTHY, "AllReplicasReady", ready)
+    return verdict(api.Phase.DEGRADED, "ReplicasNotReady", ready)
+
+
+def plan_conditions(
+    target: Target, verdict: Verdict, stable: str | None, observed: Observed,
+    previous: list[api.Condition], now: str,
+) -> list[api.Condition]:  # fmt: skip
+    """Ready, Available, Progressing, Scheduled; transition times kept while a status holds."""
+    rolling = stable != target.revision
+    available = sum(d.available_replicas for d in observed.deployments)
+    rev = target.revision
+
+    def condition(
+        kind: api.ConditionType, ok: bool | None, reason: str, message: str
+    ) -> api.Condition:
+        return _condition(kind, ok, reason, message, previous, now, target.generation)
+
+    return [
+        condition(
+            api.ConditionType.READY,
+            verdict.phase is api.Phase.HEALTHY,
+            verdict.ready_reason,
+            verdict.ready_message,
+        ),
+        condition(
+            api.ConditionType.AVAILABLE,
+            available > 0,
+            "MinimumReplicasAvailable" if available > 0 else "NoReplicasAvailable",
+            f"{available} replicas available",
+        ),
+        condition(
+            api.ConditionType.PROGRESSING,
+            rolling,
+            "RolloutInProgress" if rolling else "RolloutComplete",
+            f"revision {rev} rolling out" if rolling else f"revision {rev} is serving",
+        ),
+        condition(
+            api.ConditionType.SCHEDULED,
+            verdict.scheduled,
+            verdict.scheduled_reason,
+            verdict.scheduled_message,
+        ),
+    ]
+
+
+def build_status(
+    target: Target, spec: api.ModelDeploymentSpec, revisions: RevisionChanges, verdict: Verdict,
+    conditions: list[api.Condition], observed: Observed, config: OperatorConfig,
+) -> api.ModelDeploymentStatus:  # fmt: skip
+    owner, rev = target.owner, target.revision
+    rolling = revisions.stable != rev
+    deployment = observed.deployment(rev)
+    target_ready = deployment.ready_replicas if deployment else 0
+    total_ready = sum(d.ready_replicas for d in observed.deployments)
+    return api.ModelDeploymentStatus(
+        observed_generation=target.generation,
+        phase=verdict.phase,
+        conditions=conditions,
+        stable_revision=revisions.stable,
+        canary_revision=rev if rolling else None,
+        # Until canary steps drive the split, traffic follows the replica ratio of ready pods.
+        canary_weight=100 if not rolling else _share(target_ready, total_ready),
+        current_step=len(spec.rollout.steps) if not rolling else 0,
+        revisions=revisions.history,
+        replicas=sum(d.replicas for d in observed.deployments),
+        ready_replicas=total_ready,
+        ready=f"{target_ready}/{target.replicas}",
+        gpus=sum(d.replicas * d.gpus_per_pod for d in observed.deployments),
+        selector=naming.selector_string(naming.model_selector(owner.name)),
+        url=f"http://{naming.service_name(owner.name)}.{owner.namespace}.svc:"
+        f"{config.service_http_port}",
+    )
 
 
 def plan(
@@ -134,149 +346,22 @@ def plan(
     config: OperatorConfig,
     now: str,
 ) -> Plan:
-    meta = md.metadata
-    owner = children.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
-    generation = meta.get("generation")
+    """One pass: children → revisions → phase → conditions → status, each step pure."""
     spec, status = md.spec, md.status
-    target = revision.revision_hash(spec)
-    replicas = children.desired_replicas(spec)
-    result = Plan()
-
-    # Children: the target revision's Deployment, the Service, the PDB, the HPA if autoscaling.
-    desired = [
-        children.build_deployment(owner, spec, target, replicas, config),
-        children.build_service(owner, config),
-        children.build_pdb(owner),
-    ]
-    if spec.autoscaling is not None:
-        desired.append(children.build_hpa(owner, spec.autoscaling))
-    else:
-        for hpa in observed.of_kind("HorizontalPodAutoscaler"):
-            result.delete.append(
-                ChildRef(
-                    "autoscaling/v2", "HorizontalPodAutoscaler", owner.namespace, hpa_name(hpa)
-                )
-            )
-    target_deployment = observed.deployment(target)
-    for manifest in map(with_spec_hash, desired):
-        existing = (
-            (target_deployment.manifest if target_deployment else None)
-            if manifest["kind"] == "Deployment"
-            else observed.child(manifest["kind"], manifest["metadata"]["name"])
-        )
-        if needs_apply(manifest, existing):
-            result.apply.append(manifest)
-
-    # Revisions: the target becomes stable once it is fully available; older ones then go.
-    history, started = revision.record_target(status.revisions, target, spec, now)
-    if started:
-        version = f" ({spec.model.version})" if spec.model.version else ""
-        result.events.append(
-            Event("Normal", "RevisionCreated", f"revision {target}{version} rolling out")
-        )
-    target_available = _is_available(target_deployment, replicas)
-    stable = status.stable_revision
-    retired = [d for d in observed.deployments if d.revision != target]
-    if target_available:
-        if stable != target:
-            history = revision.promote(history, target)
-            result.events.append(
-                Event("Normal", "RevisionAvailable", f"revision {target} serves all traffic")
-            )
-        stable = target
-        for old in retired:
-            result.delete.append(ChildRef("apps/v1", "Deployment", owner.namespace, old.name))
-            result.events.append(
-                Event("Normal", "RevisionRetired", f"revision {old.revision} removed")
-            )
-    elif stable is not None and observed.deployment(stable) is None and observed.deployments:
-        stable = None  # its Deployment is gone (deleted by hand): nothing stable serves
-    history = revision.trim(history, spec.rollout.revision_history_limit)
-
-    # Status.
-    target_pods = [p for p in observed.pods if p.revision == target]
-    target_ready = target_deployment.ready_replicas if target_deployment else 0
-    total_ready = sum(d.ready_replicas for d in observed.deployments)
-    total_available = sum(d.available_replicas for d in observed.deployments)
-    rolling = stable != target
-    scheduled, sched_reason, sched_message = scheduling_verdict(target_pods, replicas)
-
-    if replicas == 0 and not rolling:
-        phase, ready_reason, ready_message = api.Phase.HEALTHY, "ScaledToZero", "0 replicas"
-    elif scheduled is False and total_ready == 0:
-        phase, ready_reason, ready_message = api.Phase.PENDING, sched_reason, sched_message
-    elif rolling:
-        phase = api.Phase.PROGRESSING
-        ready_reason = sched_reason if scheduled is False else "RolloutInProgress"
-        ready_message = f"revision {target}: {target_ready}/{replicas} ready"
-    elif target_ready >= replicas:
-        phase, ready_reason = api.Phase.HEALTHY, "AllReplicasReady"
-        ready_message = f"{target_ready}/{replicas} replicas ready"
-    else:
-        phase, ready_reason = api.Phase.DEGRADED, "ReplicasNotReady"
-        ready_message = f"{target_ready}/{replicas} replicas ready"
-
-    previous = status.conditions
-    conditions = [
-        _condition(
-            api.ConditionType.READY,
-            phase is api.Phase.HEALTHY,
-            ready_reason,
-            ready_message,
-            previous,
-            now,
-            generation,
-        ),
-        _condition(
-            api.ConditionType.AVAILABLE,
-            total_available > 0,
-            "MinimumReplicasAvailable" if total_available > 0 else "NoReplicasAvailable",
-            f"{total_available} replicas available",
-            previous,
-            now,
-            generation,
-        ),
-        _condition(
-            api.ConditionType.PROGRESSING,
-            rolling,
-            "RolloutInProgress" if rolling else "RolloutComplete",
-            f"revision {target} rolling out" if rolling else f"revision {target} is serving",
-            previous,
-            now,
-            generation,
-        ),
-        _condition(
-            api.ConditionType.SCHEDULED,
-            scheduled,
-            sched_reason,
-            sched_message,
-            previous,
-            now,
-            generation,
-        ),
-    ]
-    result.events += transition_events(previous, conditions)
-
-    new_status = api.ModelDeploymentStatus(
-        observed_generation=generation,
-        phase=phase,
-        conditions=conditions,
-        stable_revision=stable,
-        canary_revision=target if rolling else None,
-        # Until canary steps drive the split, traffic follows the replica ratio of ready pods.
-        canary_weight=100 if not rolling else _share(target_ready, total_ready),
-        current_step=len(spec.rollout.steps) if not rolling else 0,
-        revisions=history,
-        replicas=sum(d.replicas for d in observed.deployments),
-        ready_replicas=total_ready,
-        ready=f"{target_ready}/{replicas}",
-        gpus=sum(d.replicas * d.gpus_per_pod for d in observed.deployments),
-        selector=naming.selector_string(naming.model_selector(owner.name)),
-        url=f"http://{naming.service_name(owner.name)}.{owner.namespace}.svc:"
-        f"{config.service_http_port}",
+    target = Target.of(md)
+    child_changes = plan_children(target, spec, observed, config)
+    revisions = plan_revisions(target, spec, status, observed, now)
+    verdict = plan_phase(target, revisions.stable, observed)
+    conditions = plan_conditions(
+        target, verdict, revisions.stable, observed, status.conditions, now
     )
-    result.status = status_patch(status, new_status)
-    return result
+    new_status = build_status(target, spec, revisions, verdict, conditions, observed, config)
+    return Plan(
+        apply=child_changes.apply,
+        delete=child_changes.delete + revisions.delete,
+        status=status_patch(status, new_status),
+        events=revisions.events + transition_events(status.conditions, conditions),
+    )
 
 
 def refusal(md: api.ModelDeployment, message: str, now: str) -> Plan:
