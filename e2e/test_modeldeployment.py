@@ -75,7 +75,7 @@ def test_gpu_model_is_scheduled_on_gpu_nodes_and_becomes_ready(
     assert status["url"] == f"http://resnet.{namespace}.svc:8080"
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"Ready": "True", "Available": "True", "Scheduled": "True",
-                          "Progressing": "False"}  # fmt: skip
+                          "Progressing": "False", "ModelLoaded": "True"}  # fmt: skip
 
     # Every child is owned by the ModelDeployment and labelled with it.
     [deployment] = deployments(api_client, namespace, "resnet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -246,6 +247,64 @@ def test_an_idle_model_costs_no_writes_and_a_restart_replans_it_without_writing(
         interval=0.05,
         what="the Service re-created by the restarted operator",
     )
+
+
+REFUSAL = (
+    "refusing to serve: resnet: config.json: inputs[0].name: must match ^[A-Za-z_][A-Za-z0-9_]*$"
+)
+
+
+def test_a_crash_looping_container_shows_the_runtimes_refusal_in_status(
+    models: Models, api_client: client.ApiClient, namespace: str, kube_env: dict[str, str]
+) -> None:
+    models.create("resnet", gpu_spec(replicas=1))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
+    core = client.CoreV1Api(api_client)
+    [running] = pods(api_client, namespace, "resnet")
+
+    # What the kubelet reports once the runtime exits 1 with its refusal in the termination
+    # log and is restarted with a back-off (kwok plays the kubelet here: we play its report).
+    container = running.status.container_statuses[0]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    crash_looping = {
+        "name": container.name,
+        "image": container.image,
+        "imageID": container.image_id or "",
+        "ready": False,
+        "restartCount": 4,
+        "started": False,
+        "state": {"waiting": {"reason": "CrashLoopBackOff",
+                              "message": "back-off 1m20s restarting failed container"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": REFUSAL,
+                                     "startedAt": now, "finishedAt": now}},
+    }  # fmt: skip
+    conditions = [
+        {"type": c.type, "status": "False" if c.type in ("Ready", "ContainersReady") else c.status}
+        for c in running.status.conditions
+    ]
+    core.patch_namespaced_pod_status(
+        running.metadata.name,
+        namespace,
+        {"status": {"conditions": conditions, "containerStatuses": [crash_looping]}},
+    )
+
+    def not_loaded() -> dict[str, Any] | None:
+        loaded = models.condition("resnet", "ModelLoaded")
+        return loaded if loaded and loaded["status"] == "False" else None
+
+    loaded = wait_for(not_loaded, timeout=30, what="ModelLoaded=False")
+    assert loaded["reason"] == "CrashLoopBackOff"
+    assert REFUSAL in loaded["message"]
+    assert models.get("resnet")["status"]["phase"] == "Degraded"
+    wide = kubectl(kube_env, "get", "md", "resnet", "-n", namespace, "-o", "wide").stdout
+    assert "Degraded" in wide
+    assert "CrashLoopBackOff" in wide
+    assert REFUSAL in wide
+    time.sleep(2)
+    warnings = [e for e in model_events(api_client, namespace, "resnet")
+                if e.reason == "CrashLoopBackOff"]  # fmt: skip
+    assert len(warnings) == 1
+    assert REFUSAL in warnings[0].message
 
 
 # Issue 6: the API server stopped for 2 minutes; after it returns, the operator resumes within

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to finish in-flight requests after SIGTERM",
     )  # fmt: skip
     run.add_argument(
+        "--termination-log", type=Path, default=None,
+        help="write why the runtime refused to serve here (Kubernetes: /dev/termination-log)",
+    )  # fmt: skip
+    run.add_argument(
         "--no-uvloop", action="store_true", help="use asyncio's default event loop instead"
     )
     return parser
@@ -55,6 +59,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         max_body_bytes=args.max_body_bytes,
         cache_dir=args.cache_dir,
         drain_timeout_s=args.drain_timeout,
+        termination_log=args.termination_log,
     )
 
 

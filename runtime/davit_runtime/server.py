@@ -39,6 +39,8 @@ class ServeOptions:
     max_body_bytes: int = 64 << 20
     cache_dir: Path = Path(".cache/davit-runtime")
     drain_timeout_s: float = 30.0
+    # Where a refusal to serve is written for the orchestrator (Kubernetes' termination message).
+    termination_log: Path | None = None
 
 
 def batch_policy(config: ModelConfig) -> BatchPolicy:
@@ -90,6 +92,20 @@ def load_model(
     return served
 
 
+# Kubernetes keeps at most 4 KiB of a termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+def write_termination_message(path: Path | None, message: str) -> None:
+    """Best effort: an unwritable path must not hide the refusal (stderr has it too)."""
+    if path is None:
+        return
+    try:
+        path.write_text(message.encode()[:TERMINATION_MESSAGE_LIMIT].decode(errors="ignore"))
+    except OSError as error:
+        print(f"davit-runtime: cannot write {path}: {error}", file=sys.stderr, flush=True)
+
+
 async def serve(options: ServeOptions, *, announce: bool = True) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit status."""
     loop = asyncio.get_running_loop()
@@ -125,6 +141,7 @@ async def serve(options: ServeOptions, *, announce: bool = True) -> int:
             served.ready = True
     except ModelLoadError as error:
         print(f"davit-runtime: refusing to serve: {error}", file=sys.stderr, flush=True)
+        write_termination_message(options.termination_log, f"refusing to serve: {error}")
         await _shutdown(state, http, grpc_app, 0.0)
         return 1
     state.ready = True

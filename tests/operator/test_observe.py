@@ -95,3 +95,63 @@ CLEANUP = [
 @pytest.mark.parametrize("case", CLEANUP, ids=[c.reason for c in CLEANUP])
 def test_legacy_cleanup(case: CleanupCase) -> None:
     assert observe.legacy_cleanup(case.metadata) == case.want
+
+
+@dataclass(frozen=True)
+class ProblemCase:
+    reason: str
+    container: dict[str, Any]
+    want: tuple[str, str] | None  # (reason, message)
+
+
+REFUSAL = "refusing to serve: config.json: inputs[0].name: must match ^[A-Za-z_]"
+PROBLEMS = [
+    ProblemCase("running and ready: no problem", {"ready": True, "state": {"running": {}}}, None),
+    ProblemCase(
+        "still creating is progress, not a problem",
+        {"state": {"waiting": {"reason": "ContainerCreating"}}},
+        None,
+    ),
+    ProblemCase(
+        "crash loop: the runtime's termination message says why",
+        {
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": REFUSAL}},
+        },
+        ("CrashLoopBackOff", REFUSAL),
+    ),
+    ProblemCase(
+        "crash loop without a message: the exit code",
+        {
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 2, "reason": "Error"}},
+        },
+        ("CrashLoopBackOff", "the server exited with code 2"),
+    ),
+    ProblemCase(
+        "out of memory, restarting: OOMKilled is the reason that matters",
+        {
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+        },
+        ("OOMKilled", "the server exited with code 137"),
+    ),
+    ProblemCase(
+        "image cannot be pulled: the kubelet's message",
+        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull access denied"}}},
+        ("ImagePullBackOff", "pull access denied"),
+    ),
+    ProblemCase(
+        "terminated with an error and not restarted",
+        {"state": {"terminated": {"exitCode": 1, "reason": "Error", "message": REFUSAL}}},
+        ("Error", REFUSAL),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", PROBLEMS, ids=[c.reason for c in PROBLEMS])
+def test_container_problem(case: ProblemCase) -> None:
+    problem = observe.container_problem(
+        {"containerStatuses": [{"name": "server", **case.container}]}
+    )
+    assert (None if problem is None else (problem.reason, problem.message)) == case.want

@@ -9,7 +9,7 @@ import pytest
 
 from davit_operator import api
 from davit_operator.planners import reconcile
-from davit_operator.planners.observe import Observed
+from davit_operator.planners.observe import ContainerProblem, Observed
 from factories import CONFIG, NOW, deployment, md, observed, pod, target_of
 
 GPU_SHORTAGE = (
@@ -296,3 +296,19 @@ def test_plan_revisions_retires_older_deployments_only_once_the_target_is_availa
     assert [e.reason for e in done.events] == [
         "RevisionCreated", "RevisionAvailable", "RevisionRetired",
     ]  # fmt: skip
+
+
+def test_a_crash_looping_model_is_degraded_with_the_runtimes_words_and_one_event() -> None:
+    model = md(replicas=1)
+    target = target_of(model)
+    problem = ContainerProblem("CrashLoopBackOff", "refusing to serve: bad tensor name")
+    healthy = settle(model, observed(deployment(model, ready=1), pods=(pod(target, ready=True),)))
+    crashing = observed(deployment(model, ready=0), pods=(replace(pod(target), problem=problem),))
+    plan = reconcile.plan(healthy, crashing, CONFIG, NOW)
+    status = {**healthy.status.model_dump(mode="json", by_alias=True), **plan.status}
+    assert status["phase"] == "Degraded"
+    loaded = condition(status, "ModelLoaded")
+    assert (loaded["status"], loaded["reason"]) == ("False", "CrashLoopBackOff")
+    assert loaded["message"] == "1 of 1 pods CrashLoopBackOff: refusing to serve: bad tensor name"
+    assert condition(status, "Ready")["message"] == loaded["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "CrashLoopBackOff")]

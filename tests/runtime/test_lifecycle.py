@@ -170,15 +170,21 @@ def test_sha256_mismatch_refuses_to_serve(tmp_path: Path) -> None:
         tmp_path / "repo", "pinned", "linear", max_batch_size=4, max_queue_delay_ms=0.0,
         sha256="0" * 64,
     )  # fmt: skip
+    termination_log = tmp_path / "termination-log"
     completed = subprocess.run(
         [sys.executable, "-m", "davit_runtime", "serve", "--model-repository",
-         str(tmp_path / "repo"), "--http-port", "0", "--grpc-port", "0"],
+         str(tmp_path / "repo"), "--http-port", "0", "--grpc-port", "0",
+         "--termination-log", str(termination_log)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert completed.returncode == 1
     assert "ready" not in completed.stdout
     assert "sha256 mismatch" in completed.stderr
     assert "refusing" in completed.stderr
+    # What Kubernetes shows as the container's termination message, and Davit in its status.
+    message = termination_log.read_text()
+    assert message.startswith("refusing to serve: ")
+    assert "sha256 mismatch" in message
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(

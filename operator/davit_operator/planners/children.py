@@ -125,6 +125,10 @@ class ServerParts:
     mounts: list[dict[str, Any]]
 
 
+# Kubernetes' default path, named so that the runtime's flag and the pod spec agree.
+TERMINATION_LOG = "/dev/termination-log"
+
+
 def _torch_pod_parts(model: str, spec: api.ModelDeploymentSpec) -> ServerParts:
     """The Davit runtime image, whose entrypoint is `davit-runtime serve`."""
     storage = model_storage(spec.model.uri, PVC_MOUNT)
@@ -135,6 +139,8 @@ def _torch_pod_parts(model: str, spec: api.ModelDeploymentSpec) -> ServerParts:
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
         f"--cache-dir={RUNTIME_CACHE}",
+        # Why the runtime refused to serve, for `kubectl describe pod` and Davit's status.
+        f"--termination-log={TERMINATION_LOG}",
     ]
     volumes: list[dict[str, Any]] = [
         {
@@ -259,6 +265,9 @@ def build_deployment(
         "args": parts.args,
         "ports": ports,
         "resources": _resources(spec),
+        # Triton writes no termination message: the tail of its log says why it exited.
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # Loading and warming a model can take minutes; liveness waits for startup.
         "startupProbe": _probe("/v2/health/live", period=5, failures=120),
         "readinessProbe": _probe("/v2/health/ready", period=5, failures=3),

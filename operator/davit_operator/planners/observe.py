@@ -14,6 +14,14 @@ from davit_operator.planners.children import GPU_RESOURCE
 
 
 @dataclass(frozen=True)
+class ContainerProblem:
+    """Why a pod's server container does not serve, as the kubelet reports it."""
+
+    reason: str  # CrashLoopBackOff, ImagePullBackOff, OOMKilled, Error, …
+    message: str
+
+
+@dataclass(frozen=True)
 class PodState:
     name: str
     revision: str
@@ -23,6 +31,48 @@ class PodState:
     scheduled: bool | None = None
     scheduling_reason: str = ""
     scheduling_message: str = ""
+    problem: ContainerProblem | None = None
+
+
+# Waiting reasons that mean the container will not start without a change (or a long wait);
+# ContainerCreating and PodInitializing are progress, not problems.
+WAITING_PROBLEMS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+def container_problem(status: dict[str, Any]) -> ContainerProblem | None:
+    """The first container that cannot serve, with the best message there is for it.
+
+    The message of the last termination comes first: that is where the runtime writes why it
+    refused to serve (its termination log), and where the kubelet writes OOMKilled's story.
+    """
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        waiting = state.get("waiting") or {}
+        terminated = state.get("terminated") or {}
+        if waiting.get("reason") in WAITING_PROBLEMS:
+            reason = str(waiting["reason"])
+            if last.get("reason") == "OOMKilled":
+                reason = "OOMKilled"
+            detail = last.get("message") or waiting.get("message") or ""
+            exit_code = last.get("exitCode")
+            if not detail and exit_code is not None:
+                detail = f"the server exited with code {exit_code}"
+            return ContainerProblem(reason, str(detail).strip())
+        if terminated and terminated.get("exitCode", 0) != 0:
+            detail = terminated.get("message") or f"exited with code {terminated.get('exitCode')}"
+            return ContainerProblem(str(terminated.get("reason") or "Error"), str(detail).strip())
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,6 +109,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         scheduled=None if scheduled is None else scheduled.get("status") == "True",
         scheduling_reason=(scheduled or {}).get("reason", "") or "",
         scheduling_message=(scheduled or {}).get("message", "") or "",
+        problem=container_problem(status),
     )
 
 

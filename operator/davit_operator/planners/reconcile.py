@@ -125,6 +125,25 @@ def scheduling_verdict(pods: list[PodState], replicas: int) -> tuple[bool | None
     return None, "SchedulingInProgress", "waiting for the scheduler"
 
 
+def loading_verdict(pods: list[PodState], replicas: int) -> tuple[bool | None, str, str]:
+    """(model loaded?, reason, message) for the target revision's pods."""
+    if replicas == 0:
+        return True, "NoPodsRequested", "the model is scaled to zero"
+    troubled = [p for p in pods if p.problem is not None]
+    if troubled:
+        problem = troubled[0].problem
+        assert problem is not None
+        detail = f": {problem.message}" if problem.message else ""
+        return (
+            False,
+            problem.reason,
+            f"{len(troubled)} of {len(pods)} pods {problem.reason}{detail}",
+        )
+    if pods and all(p.ready for p in pods):
+        return True, "ModelServing", f"{len(pods)} pods serve the model"
+    return None, "Loading", "waiting for the model to load"
+
+
 # ---- the planner: named steps ------------------------------------------------------------------
 
 
@@ -238,11 +257,15 @@ class Verdict:
     scheduled: bool | None
     scheduled_reason: str
     scheduled_message: str
+    loaded: bool | None
+    loaded_reason: str
+    loaded_message: str
 
 
 def plan_phase(target: Target, stable: str | None, observed: Observed) -> Verdict:
-    """Pending (unschedulable, nothing ready), Progressing (a revision rolling out), Healthy,
-    or Degraded (the serving revision short of ready replicas)."""
+    """Pending (unschedulable, nothing ready), Degraded (a container cannot serve: crash loop,
+    image pull, OOM — with the kubelet's and the runtime's own words), Progressing (a revision
+    rolling out), Healthy, or Degraded (the serving revision short of ready replicas)."""
     replicas, rev = target.replicas, target.revision
     deployment = observed.deployment(rev)
     target_ready = deployment.ready_replicas if deployment else 0
@@ -250,14 +273,20 @@ def plan_phase(target: Target, stable: str | None, observed: Observed) -> Verdic
     rolling = stable != rev
     pods = [p for p in observed.pods if p.revision == rev]
     scheduled, sched_reason, sched_message = scheduling_verdict(pods, replicas)
+    loaded, load_reason, load_message = loading_verdict(pods, replicas)
 
     def verdict(phase: api.Phase, reason: str, message: str) -> Verdict:
-        return Verdict(phase, reason, message, scheduled, sched_reason, sched_message)
+        return Verdict(
+            phase, reason, message, scheduled, sched_reason, sched_message,
+            loaded, load_reason, load_message,
+        )  # fmt: skip
 
     if replicas == 0 and not rolling:
         return verdict(api.Phase.HEALTHY, "ScaledToZero", "0 replicas")
     if scheduled is False and total_ready == 0:
         return verdict(api.Phase.PENDING, sched_reason, sched_message)
+    if loaded is False and target_ready < replicas:
+        return verdict(api.Phase.DEGRADED, load_reason, load_message)
     if rolling:
         reason = sched_reason if scheduled is False else "RolloutInProgress"
         return verdict(
@@ -273,7 +302,8 @@ def plan_conditions(
     target: Target, verdict: Verdict, stable: str | None, observed: Observed,
     previous: list[api.Condition], now: str,
 ) -> list[api.Condition]:  # fmt: skip
-    """Ready, Available, Progressing, Scheduled; transition times kept while a status holds."""
+    """Ready, Available, Progressing, Scheduled, ModelLoaded; transition times kept while a
+    status holds."""
     rolling = stable != target.revision
     available = sum(d.available_replicas for d in observed.deployments)
     rev = target.revision
@@ -307,6 +337,12 @@ def plan_conditions(
             verdict.scheduled,
             verdict.scheduled_reason,
             verdict.scheduled_message,
+        ),
+        condition(
+            api.ConditionType.MODEL_LOADED,
+            verdict.loaded,
+            verdict.loaded_reason,
+            verdict.loaded_message,
         ),
     ]
 
@@ -398,18 +434,30 @@ def hpa_name(hpa: dict[str, Any]) -> str:
 
 
 def transition_events(previous: list[api.Condition], current: list[api.Condition]) -> list[Event]:
-    """An Event each time Ready or Scheduled changes status (not on every pass)."""
+    """An Event when Ready changes to or from True, and when Scheduled or ModelLoaded turns
+    False (once per transition, not on every pass).
+
+    Ready often falls for the very reason Scheduled or ModelLoaded gives, in the same pass or a
+    later one: then that condition's Event has said it, and Ready's is left out.
+    """
     before = {c.type: c.status for c in previous}
+    warn_when_false = {api.ConditionType.SCHEDULED, api.ConditionType.MODEL_LOADED}
+    told = {
+        (c.reason, c.message) for c in current if c.type in warn_when_false and c.status == "False"
+    }
     events = []
     for condition in current:
         if before.get(condition.type, "Unknown") == condition.status:
             continue
-        if condition.type == api.ConditionType.SCHEDULED and condition.status == "False":
+        if condition.type in warn_when_false and condition.status == "False":
             events.append(Event("Warning", condition.reason, condition.message))
         elif condition.type == api.ConditionType.READY:
-            kind = "Normal" if condition.status == "True" else "Warning"
-            if condition.status == "True" or before.get(condition.type) == "True":
-                events.append(Event(kind, condition.reason, condition.message))
+            if condition.status == "True":
+                events.append(Event("Normal", condition.reason, condition.message))
+            elif before.get(condition.type) == "True" and (
+                (condition.reason, condition.message) not in told
+            ):
+                events.append(Event("Warning", condition.reason, condition.message))
     return events
 
 
