@@ -95,7 +95,8 @@ class TensorSpec(ApiModel):
     """One input or output as the runtime validates requests against it."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$",
+        # The runtime's rule (davit_runtime.config.TENSOR_NAME_PATTERN; e2e contract test).
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$",
         max_length=128,
         description="Tensor name, as clients send it in inference requests.",
     )
@@ -105,7 +106,7 @@ class TensorSpec(ApiModel):
         description="Dimensions without the batch dimension; -1 means any size.",
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.all(d, d >= -1)", "tensor dimensions are -1 (any) or >= 0")
+                cel("self.all(d, d == -1 || d > 0)", "tensor dimensions are -1 (any) or > 0")
             ]
         },
     )
@@ -152,7 +153,11 @@ class Batching(ApiModel):
     """Dynamic batching: concurrent requests are merged into one forward pass."""
 
     max_batch_size: int = Field(
-        default=32, ge=1, le=4096, description="Most requests (batch rows) in one forward pass."
+        default=32,
+        ge=0,
+        le=4096,
+        description="Most requests (batch rows) in one forward pass; 0: the model has no batch "
+        "dimension (shapes are whole) and requests run one at a time.",
     )
     max_queue_delay_ms: float = Field(
         default=5,
@@ -184,7 +189,7 @@ class Limits(ApiModel):
         default=64, ge=1, description="Requests being computed at once per replica."
     )
     max_queue: int = Field(
-        default=256, ge=0, description="Requests waiting per replica beyond max_in_flight."
+        default=256, ge=1, description="Requests waiting per replica beyond max_in_flight."
     )
     queue_timeout_ms: int = Field(
         default=1000, ge=1, description="A request waiting longer than this is answered 429."

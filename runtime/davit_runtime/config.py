@@ -19,6 +19,10 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("cpu", "cuda", "auto")
 MODEL_FILENAMES = {"torchscript": "model.pt", "pt2": "model.pt2", "onnx": "model.onnx"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Tensor names may also hold ':' (ONNX and TensorFlow exports name them `input:0`). The
+# ModelDeployment API states the same rule; a contract test (e2e) holds the two together.
+TENSOR_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$"
+_TENSOR_NAME = re.compile(TENSOR_NAME_PATTERN)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -142,8 +146,8 @@ def _tensors(value: Any, where: str) -> tuple[TensorSpec, ...]:
         item = _mapping(raw, here)
         _require_keys(item, {"name", "datatype", "shape"}, here)
         name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigError(f"{here}.name: must be a name of letters, digits, _ . -")
+        if not isinstance(name, str) or not _TENSOR_NAME.match(name):
+            raise ConfigError(f"{here}.name: must be a name of letters, digits, _ . : -")
         datatype = item.get("datatype")
         if datatype not in DATATYPES:
             raise ConfigError(
