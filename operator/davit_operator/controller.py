@@ -119,6 +119,21 @@ class Controller:
                     raise ChildRefusedError(kind, child, str(error.status.message)) from error
                 raise
             self._cache.upsert(manifest["kind"], applied)
+        for scale in changes.scale:
+            version = await self._kube.scale(scale.ref, scale.replicas)
+            scaled = children.get((scale.ref.kind, scale.ref.name))
+            if scaled is not None:  # what the watch will report, in short
+                metadata = scaled["metadata"]
+                generation = int(metadata.get("generation", 1)) + 1
+                self._cache.upsert(
+                    scale.ref.kind,
+                    {
+                        **scaled,
+                        "metadata": {**metadata, "resourceVersion": version,
+                                     "generation": generation},
+                        "spec": {**scaled["spec"], "replicas": scale.replicas},
+                    },
+                )  # fmt: skip
         for ref in changes.delete:
             await self._kube.delete(ref)
             gone = children.get((ref.kind, ref.name))

@@ -91,6 +91,19 @@ class Kube:
             raise
         return cast(dict[str, Any], cast(Any, applied).to_dict())
 
+    async def scale(self, ref: ChildRef, replicas: int) -> str:
+        """Set a Deployment's replicas through its scale subresource; its new resourceVersion."""
+        if (ref.api_version, ref.kind) != ("apps/v1", "Deployment"):
+            raise UnknownKindError(f"Davit scales only Deployments, not {ref.kind}")
+        scaled = await self._client.patch(
+            Deployment.Scale,
+            ref.name,
+            {"spec": {"replicas": replicas}},
+            namespace=ref.namespace,
+            patch_type=PatchType.MERGE,
+        )
+        return str(scaled.metadata.resourceVersion if scaled.metadata else "")
+
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:

@@ -312,3 +312,25 @@ def test_a_crash_looping_model_is_degraded_with_the_runtimes_words_and_one_event
     assert loaded["message"] == "1 of 1 pods CrashLoopBackOff: refusing to serve: bad tensor name"
     assert condition(status, "Ready")["message"] == loaded["message"]
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "CrashLoopBackOff")]
+
+
+def test_a_replica_change_scales_the_deployment_and_leaves_its_template_alone() -> None:
+    model = md(replicas=2)
+    applied = {(m["kind"], m["metadata"]["name"]): m for m in reconcile.plan(
+        model, Observed(), CONFIG, NOW).apply}  # fmt: skip
+    ready = deployment(model, ready=2)
+    ready = replace(ready, manifest=applied.pop(("Deployment", ready.name)))
+    obs = Observed(deployments=(ready,), children=applied)
+    settled = settle(model, obs)
+
+    scaled_up = settled.model_copy(update={"spec": settled.spec.model_copy(update={"replicas": 3})})
+    plan = reconcile.plan(scaled_up, obs, CONFIG, NOW)
+    assert plan.apply == []
+    assert [(s.ref.kind, s.ref.name, s.replicas) for s in plan.scale] == [
+        ("Deployment", ready.name, 3)
+    ]
+    # By hand, someone scaled the Deployment to 5: scaled back, not re-applied.
+    by_hand = replace(ready, spec_replicas=5)
+    plan = reconcile.plan(settled, Observed(deployments=(by_hand,), children=applied), CONFIG, NOW)
+    assert plan.apply == []
+    assert [s.replicas for s in plan.scale] == [2]

@@ -35,9 +35,18 @@ class Event:
     message: str
 
 
+@dataclass(frozen=True)
+class Scale:
+    """Set a child's replicas through its scale subresource, leaving its template alone."""
+
+    ref: ChildRef
+    replicas: int
+
+
 @dataclass
 class Plan:
     apply: list[dict[str, Any]] = field(default_factory=list)
+    scale: list[Scale] = field(default_factory=list)
     delete: list[ChildRef] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
@@ -46,11 +55,19 @@ class Plan:
     wake_at: float | None = None
 
 
+def without_replicas(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest minus spec.replicas: replicas change through the scale subresource."""
+    spec = {k: v for k, v in (manifest.get("spec") or {}).items() if k != "replicas"}
+    return {**manifest, "spec": spec}
+
+
 def with_spec_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with a fingerprint of itself (replicas excluded: a scale is not a change
+    of the object Davit applied)."""
     metadata = dict(manifest["metadata"])
     metadata["annotations"] = {
         **metadata.get("annotations", {}),
-        SPEC_HASH_ANNOTATION: revision.object_hash(manifest),
+        SPEC_HASH_ANNOTATION: revision.object_hash(without_replicas(manifest)),
     }
     return {**manifest, "metadata": metadata}
 
@@ -170,6 +187,7 @@ class Target:
 @dataclass(frozen=True)
 class ChildChanges:
     apply: list[dict[str, Any]]
+    scale: list[Scale]
     delete: list[ChildRef]
 
 
@@ -177,7 +195,8 @@ def plan_children(
     target: Target, spec: api.ModelDeploymentSpec, observed: Observed, config: OperatorConfig
 ) -> ChildChanges:
     """The target revision's Deployment, the Service, the PDB and (if autoscaling) the HPA:
-    those whose Davit-owned fields differ from what is observed. An HPA goes with autoscaling."""
+    those whose Davit-owned fields differ from what is observed are applied; a Deployment that
+    differs only in replicas is scaled instead. An HPA goes with autoscaling."""
     owner = target.owner
     desired = [
         children.build_deployment(owner, spec, target.revision, target.replicas, config),
@@ -193,16 +212,19 @@ def plan_children(
             for hpa in observed.of_kind("HorizontalPodAutoscaler")
         ]
     target_deployment = observed.deployment(target.revision)
-    apply = []
+    apply, scale = [], []
     for manifest in map(with_spec_hash, desired):
-        existing = (
-            (target_deployment.manifest if target_deployment else None)
-            if manifest["kind"] == "Deployment"
-            else observed.child(manifest["kind"], manifest["metadata"]["name"])
-        )
-        if needs_apply(manifest, existing):
+        if manifest["kind"] != "Deployment":
+            existing = observed.child(manifest["kind"], manifest["metadata"]["name"])
+            if needs_apply(manifest, existing):
+                apply.append(manifest)
+        elif target_deployment is None or needs_apply(
+            without_replicas(manifest), target_deployment.manifest
+        ):
             apply.append(manifest)
-    return ChildChanges(apply=apply, delete=delete)
+        elif target_deployment.spec_replicas != target.replicas:
+            scale.append(Scale(_ref(manifest), target.replicas))
+    return ChildChanges(apply=apply, scale=scale, delete=delete)
 
 
 @dataclass(frozen=True)
@@ -394,6 +416,7 @@ def plan(
     new_status = build_status(target, spec, revisions, verdict, conditions, observed, config)
     return Plan(
         apply=child_changes.apply,
+        scale=child_changes.scale,
         delete=child_changes.delete + revisions.delete,
         status=status_patch(status, new_status),
         events=revisions.events + transition_events(status.conditions, conditions),
