@@ -31,23 +31,31 @@ def model_events(api_client: client.ApiClient, namespace: str, name: str) -> lis
     return items
 
 
+def delete_service_and_wait_for_it_again(
+    core: client.CoreV1Api, namespace: str, *, timeout: float, what: str
+) -> float:
+    """Delete the model's Service; seconds until the operator has created a new one."""
+    before = core.read_namespaced_service("resnet", namespace).metadata.uid
+    core.delete_namespaced_service("resnet", namespace)
+    started = time.monotonic()
+    wait_for(
+        lambda: core.read_namespaced_service("resnet", namespace).metadata.uid != before,
+        timeout=timeout,
+        interval=0.05,
+        what=what,
+    )
+    return time.monotonic() - started
+
+
 def test_a_deleted_or_hand_scaled_child_is_corrected_within_two_seconds(
     models: Models, api_client: client.ApiClient, namespace: str
 ) -> None:
     models.create("resnet", gpu_spec(replicas=1))
     wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
-    before = core.read_namespaced_service("resnet", namespace).metadata.uid
-
-    core.delete_namespaced_service("resnet", namespace)
-    started = time.monotonic()
-    wait_for(
-        lambda: core.read_namespaced_service("resnet", namespace).metadata.uid != before,
-        timeout=CORRECTION_SECONDS,
-        interval=0.05,
-        what="the Service to be created again",
+    recreated = delete_service_and_wait_for_it_again(
+        core, namespace, timeout=CORRECTION_SECONDS, what="the Service to be created again"
     )
-    recreated = time.monotonic() - started
 
     [deployment] = deployments(api_client, namespace, "resnet")
     name = deployment.metadata.name
@@ -239,13 +247,8 @@ def test_an_idle_model_costs_no_writes_and_a_restart_replans_it_without_writing(
     assert is_ready(models, "resnet")
     # The restarted operator is not merely silent: it reacts.
     core = client.CoreV1Api(api_client)
-    before = core.read_namespaced_service("resnet", namespace).metadata.uid
-    core.delete_namespaced_service("resnet", namespace)
-    wait_for(
-        lambda: core.read_namespaced_service("resnet", namespace).metadata.uid != before,
-        timeout=CORRECTION_SECONDS,
-        interval=0.05,
-        what="the Service re-created by the restarted operator",
+    delete_service_and_wait_for_it_again(
+        core, namespace, timeout=CORRECTION_SECONDS, what="the Service re-created after restart"
     )
 
 
@@ -308,7 +311,9 @@ def test_a_crash_looping_container_shows_the_runtimes_refusal_in_status(
 
 
 # Issue 6: the API server stopped for 2 minutes; after it returns, the operator resumes within
-# 30 s without a restart. Last in this file: every other test needs the API server.
+# 30 s without a restart. Last in this file: every other test needs the API server. kwokctl
+# chose the cluster's ports when it made it: a second local cluster started on this machine
+# during the outage (another checkout's) can take them, and this cluster cannot come back.
 OUTAGE_SECONDS = float(os.environ.get("DAVIT_E2E_OUTAGE_SECONDS", "120"))
 RESUME_SECONDS = 30
 
@@ -325,7 +330,6 @@ def test_the_operator_rides_out_an_api_server_outage(
     models.create("resnet", gpu_spec(replicas=1))
     wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
     core = client.CoreV1Api(api_client)
-    before = core.read_namespaced_service("resnet", namespace).metadata.uid
 
     # The whole control plane goes (etcd and kube-apiserver with it); its data stays.
     kwokctl(kube_env, "stop", "cluster", "--name", "davit")
@@ -337,11 +341,8 @@ def test_the_operator_rides_out_an_api_server_outage(
     wait_for(lambda: cluster_answers(kube_env), timeout=60, what="the API server to answer")
     back = time.monotonic()
 
-    core.delete_namespaced_service("resnet", namespace)
-    wait_for(
-        lambda: core.read_namespaced_service("resnet", namespace).metadata.uid != before,
-        timeout=RESUME_SECONDS,
-        what="the Service re-created after the outage",
+    delete_service_and_wait_for_it_again(
+        core, namespace, timeout=RESUME_SECONDS, what="the Service re-created after the outage"
     )
     models.patch_spec("resnet", {"replicas": 2})
     wait_for(
