@@ -9,9 +9,10 @@ not newer): nothing is applied or deleted twice.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 import httpx2
@@ -24,7 +25,7 @@ from davit_operator.config import OperatorConfig
 from davit_operator.kube import Kube, NamespaceTerminatingError
 from davit_operator.planners import observe
 from davit_operator.planners.observe import ChildKey
-from davit_operator.planners.reconcile import Event, Plan, plan, refusal
+from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
 from davit_operator.scheduler import RetryLaterError
 
 logger = logging.getLogger(__name__)
@@ -110,48 +111,65 @@ class Controller:
     async def _write_children(
         self, changes: Plan, children: Mapping[ChildKey, dict[str, Any]]
     ) -> None:
-        for manifest in changes.apply:
-            try:
-                applied = await self._kube.apply(manifest)
-            except ApiError as error:
-                if error.status.code in REFUSED_CODES:
-                    kind, child = observe.child_key(manifest)
-                    raise ChildRefusedError(kind, child, str(error.status.message)) from error
-                raise
-            self._cache.upsert(manifest["kind"], applied)
-        for scale in changes.scale:
-            version = await self._kube.scale(scale.ref, scale.replicas)
-            scaled = children.get((scale.ref.kind, scale.ref.name))
-            if scaled is not None:  # what the watch will report, in short
-                metadata = scaled["metadata"]
-                generation = int(metadata.get("generation", 1)) + 1
-                self._cache.upsert(
-                    scale.ref.kind,
-                    {
-                        **scaled,
-                        "metadata": {**metadata, "resourceVersion": version,
-                                     "generation": generation},
-                        "spec": {**scaled["spec"], "replicas": scale.replicas},
-                    },
-                )  # fmt: skip
-        for ref in changes.delete:
-            await self._kube.delete(ref)
-            gone = children.get((ref.kind, ref.name))
-            if gone is not None:
-                self._cache.delete(ref.kind, gone)
+        # The children are independent objects: written at once, a pass takes as long as its
+        # slowest write, not their sum (a Service's ClusterIP allocation is the slow one).
+        await _all(self._apply(manifest) for manifest in changes.apply)
+        await _all(self._scale(scale, children) for scale in changes.scale)
+        await _all(self._delete(ref, children) for ref in changes.delete)
+
+    async def _apply(self, manifest: dict[str, Any]) -> None:
+        try:
+            applied = await self._kube.apply(manifest)
+        except ApiError as error:
+            if error.status.code in REFUSED_CODES:
+                kind, child = observe.child_key(manifest)
+                raise ChildRefusedError(kind, child, str(error.status.message)) from error
+            raise
+        self._cache.upsert(manifest["kind"], applied)
+
+    async def _scale(self, scale: Scale, children: Mapping[ChildKey, dict[str, Any]]) -> None:
+        version = await self._kube.scale(scale.ref, scale.replicas)
+        scaled = children.get((scale.ref.kind, scale.ref.name))
+        if scaled is not None:  # what the watch will report, in short
+            metadata = scaled["metadata"]
+            generation = int(metadata.get("generation", 1)) + 1
+            self._cache.upsert(
+                scale.ref.kind,
+                {
+                    **scaled,
+                    "metadata": {**metadata, "resourceVersion": version, "generation": generation},
+                    "spec": {**scaled["spec"], "replicas": scale.replicas},
+                },
+            )
+
+    async def _delete(self, ref: ChildRef, children: Mapping[ChildKey, dict[str, Any]]) -> None:
+        await self._kube.delete(ref)
+        gone = children.get((ref.kind, ref.name))
+        if gone is not None:
+            self._cache.delete(ref.kind, gone)
 
     async def _record(self, body: dict[str, Any], events: list[Event]) -> None:
         # After the status patch: a transition whose status write failed is planned again (and
         # its Event with it); an Event that fails to post is lost, never the pass.
-        for event in events:
-            try:
-                await self._kube.record_event(body, event)
-            except ApiError as error:
-                meta = body["metadata"]
-                logger.warning(
-                    "%s/%s: event %s not recorded: %s",
-                    meta["namespace"],
-                    meta["name"],
-                    event.reason,
-                    error.status.message,
-                )
+        await asyncio.gather(*(self._record_one(body, event) for event in events))
+
+    async def _record_one(self, body: dict[str, Any], event: Event) -> None:
+        try:
+            await self._kube.record_event(body, event)
+        except ApiError as error:
+            meta = body["metadata"]
+            logger.warning(
+                "%s/%s: event %s not recorded: %s",
+                meta["namespace"],
+                meta["name"],
+                event.reason,
+                error.status.message,
+            )
+
+
+async def _all(writes: Iterable[Awaitable[None]]) -> None:
+    """Run the writes at once; when any fails, let the others finish, then raise the first."""
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
