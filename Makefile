@@ -8,7 +8,7 @@ export DAVIT_CACHE ?= $(HOME)/.cache/davit
 # State of the running local cluster (kubeconfig, operator log) lives here, inside the checkout.
 export DAVIT_STATE ?= $(CURDIR)/.run
 
-.PHONY: help install lint typecheck test unit e2e up down kind-up kind-down crds cluster-build bench bench-runtime chart-lint proto
+.PHONY: help install lint typecheck test unit e2e up down kind-up kind-down crds cluster-build bench bench-runtime bench-operator chart-lint proto
 
 help: ## list the verbs
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -79,4 +79,9 @@ bench-runtime: $(INSTALLED) ## runtime benchmark vs Triton, KServe, MLServer (~1
 	$(VENV)/bin/uv pip install -q -p $(PY) -e ".[dev,bench]"
 	$(PY) runtime/bench/run.py $(BENCH_ARGS)
 
-bench: bench-runtime ## all benchmarks
+# BENCH_ARGS, e.g. --sizes 100 --idle 30 for a smoke run; a cluster of its own under .run/opbench.
+bench-operator: $(INSTALLED) cluster-build ## operator vs the Deployment controller, N=100/300/1000 (~40 min; not in test)
+	$(VENV)/bin/uv pip install -q -p $(PY) -e ".[dev,bench]"
+	$(PY) e2e/opbench/run.py $(BENCH_ARGS)
+
+bench: bench-runtime bench-operator ## all benchmarks

@@ -74,6 +74,11 @@ if cluster_exists; then
   }
 fi
 
+# DAVIT_CLUSTER_CONFIG: a second kwokctl configuration layered over kwokctl.yaml (the operator
+# benchmark's, kwokctl-bench.yaml: no client rate limits, a Service range for thousands).
+configs=(--config "$here/kwokctl.yaml")
+[[ -z ${DAVIT_CLUSTER_CONFIG:-} ]] || configs+=(--config "$DAVIT_CLUSTER_CONFIG")
+
 mkdir -p "$DAVIT_STATE"
 say "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok on 127.0.0.1"
 say "  binaries: $DAVIT_BIN_KUBE, $DAVIT_BIN_ETCD, $DAVIT_BIN_KWOK"
@@ -81,7 +86,7 @@ say "  state:    $KWOK_WORKDIR/clusters/$cluster (logs under logs/)"
 # --kubeconfig "": leave ~/.kube/config alone; ours is written below.
 # Every binary is a local path, so kwokctl symlinks it instead of downloading anything.
 # KWOK_KUBE_VERSION: kwokctl picks version-dependent defaults (secure port, flags) from it.
-KWOK_KUBE_VERSION=$KUBE_VERSION kwokctl --config "$here/kwokctl.yaml" create cluster \
+KWOK_KUBE_VERSION=$KUBE_VERSION kwokctl "${configs[@]}" create cluster \
   --name "$cluster" \
   --runtime binary \
   --kube-apiserver-binary "$DAVIT_BIN_KUBE/kube-apiserver" \

@@ -1,0 +1,380 @@
+"""`make bench-operator`: the operator against the Deployment controller on the local control plane.
+
+For each N, in one run on one cluster: N ModelDeployments through every phase (create burst → all
+Ready → idle → spec change → rolled out → operator restart → delete all), then N plain Deployments
+with the same pod template through the same phases. Per phase: wall time, API writes by resource
+and verb (the API server's apiserver_request_total), operator CPU and RSS; plus the delay from a
+child's deletion to the operator's re-creating it. Writes results/results.json, results.md and
+results.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from bench.procmon import TreeMonitor
+from kubernetes import client, config
+
+from opbench import report
+from opbench.apistats import writes_between
+from opbench.cluster import Collection, burst, create_namespace, delete_namespace, scrape_requests
+from opbench.quiet import quiet_since
+from opbench.systems import Davit, Operator, PlainDeployments, System, peer_template
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_DIR = REPO / "e2e" / "cluster"
+RESULTS = Path(__file__).resolve().parent / "results"
+# Room for 1,000 pods of each system plus the surge of a rollout (old and new pod side by side).
+BENCH_NODES = 6
+PODS_PER_NODE = 500
+PHASE_TIMEOUT_S = 1800.0
+
+
+def log(message: str) -> None:
+    print(f"[opbench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench-operator", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="100,300,1000", help="comma-separated N (default %(default)s)"
+    )
+    parser.add_argument(
+        "--idle", type=float, default=120.0, help="idle phase seconds (%(default)s)"
+    )
+    parser.add_argument(
+        "--reaction-samples", type=int, default=20, help="Services deleted to time the reaction"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (%(default)s)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-render results.md/png from results.json"
+    )
+    return parser.parse_args(argv)
+
+
+def cluster_env(state: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DAVIT_STATE": str(state),
+        "DAVIT_CLUSTER_CONFIG": str(CLUSTER_DIR / "kwokctl-bench.yaml"),
+    }
+    out = subprocess.run(
+        ["bash", "-c", f"source {CLUSTER_DIR / 'env.sh'} && env -0"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
+
+
+def bench_node(index: int) -> dict[str, Any]:
+    name = f"bench-node-{index}"
+    capacity = {"cpu": "1000", "memory": "4Ti", "pods": str(PODS_PER_NODE)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/zone": f"zone-{'abc'[index % 3]}",
+                "type": "kwok",
+            },
+        },
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+class Probe:
+    """What a phase measures: the API's writes and, when the operator runs, its CPU and RSS."""
+
+    def __init__(self, env: dict[str, str], pid: int | None) -> None:
+        self._env = env
+        self._before = scrape_requests(env)
+        self._monitor = TreeMonitor(pid) if pid else None
+        if self._monitor:
+            self._monitor.start()
+        self._started = time.monotonic()
+
+    def finish(self, wall_s: float | None = None, **extra: Any) -> dict[str, Any]:
+        usage = self._monitor.stop() if self._monitor else None
+        writes = writes_between(self._before, scrape_requests(self._env))
+        return {
+            "wall_s": wall_s if wall_s is not None else time.monotonic() - self._started,
+            "writes": report.encode_writes(writes),
+            "cpu_percent": usage.cpu_percent if usage else None,
+            "peak_rss_mib": usage.peak_rss_mb if usage else None,
+            **extra,
+        }
+
+
+def wait_quiet(
+    pid: int | None, *, since: float | None = None, window_s: float = 3.0, limit_s: float = 300.0
+) -> float:
+    """Seconds from `since` (default: now) until the process used ≤ 5 % of a core for `window_s`
+    (its burst is over); without a process, just `window_s` for the control plane's tail."""
+    started = time.monotonic() if since is None else since
+    if pid is None:
+        time.sleep(window_s)
+        return window_s
+    process = psutil.Process(pid)
+    samples: list[tuple[float, float]] = []
+    while time.monotonic() - started < limit_s:
+        times = process.cpu_times()
+        samples.append((time.monotonic(), times.user + times.system))
+        quiet = quiet_since(samples, window_s=window_s, max_share=0.05)
+        if quiet is not None:
+            return quiet - started
+        time.sleep(0.25)
+    return limit_s
+
+
+def rss_mib(pid: int) -> float:
+    rss: int = psutil.Process(pid).memory_info().rss
+    return rss / 2**20
+
+
+def reaction_delays(api_client: client.ApiClient, namespace: str, names: list[str]) -> list[float]:
+    """Delete each model's Service; seconds until the operator has created it again."""
+    core = client.CoreV1Api(api_client)
+    delays = []
+    for name in names:
+        before = core.read_namespaced_service(name, namespace).metadata.uid
+        core.delete_namespaced_service(name, namespace)
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            try:
+                if core.read_namespaced_service(name, namespace).metadata.uid != before:
+                    break
+            except client.ApiException as error:
+                if error.status != 404:
+                    raise
+            time.sleep(0.01)
+        else:
+            raise TimeoutError(f"Service {namespace}/{name} not re-created within 60 s")
+        delays.append(time.monotonic() - started)
+    return delays
+
+
+def take_template(api_client: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """The pod template Davit renders for the benchmark's model, for the peer's Deployments."""
+    model = Davit(api_client, namespace)
+    model.create("template")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            template = peer_template(api_client, namespace, "template")
+            break
+        except ValueError:  # no Deployment yet
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    "the operator made no Deployment for the template model"
+                ) from None
+            time.sleep(0.5)
+    model.delete("template")
+    pods = Collection(api_client, namespace, "pods")
+    try:
+        pods.wait(lambda objs: not objs, timeout=120, what="the template model's pods to go")
+    finally:
+        pods.close()
+    return template
+
+
+def count_children(api_client: client.ApiClient, namespace: str) -> int:
+    """Objects the operator made in the namespace: Deployments, Services, PDBs, HPAs."""
+    listers = (
+        client.AppsV1Api(api_client).list_namespaced_deployment,
+        client.CoreV1Api(api_client).list_namespaced_service,
+        client.PolicyV1Api(api_client).list_namespaced_pod_disruption_budget,
+        client.AutoscalingV2Api(api_client).list_namespaced_horizontal_pod_autoscaler,
+    )
+    return sum(len(list_namespaced(namespace).items) for list_namespaced in listers)
+
+
+def run_phases(
+    system: System,
+    names: list[str],
+    *,
+    env: dict[str, str],
+    api_client: client.ApiClient,
+    namespace: str,
+    operator: Operator | None,
+    opts: argparse.Namespace,
+) -> dict[str, Any]:
+    """One system through every phase; the operator (Davit only) runs throughout."""
+    n = len(names)
+    pid = operator.pid if operator else None
+    objects = Collection(api_client, namespace, system.kind)
+    phases: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    try:
+        log(f"{system.label} N={n}: create burst")
+        probe = Probe(env, pid)
+        started = time.monotonic()
+        burst(system.create, names)
+        objects.wait(
+            lambda objs: sum(system.ready(o) for o in objs) == n,
+            timeout=PHASE_TIMEOUT_S,
+            what=f"{n} {system.kind} ready",
+        )
+        wall = time.monotonic() - started
+        log(f"  all {n} ready after {wall:.1f}s")
+        wait_quiet(pid)
+        phases["create"] = probe.finish(wall)
+        if operator:
+            extra["children_per_model"] = count_children(api_client, namespace) / n
+
+        log(f"  idle {opts.idle:.0f}s")
+        probe = Probe(env, pid)
+        time.sleep(opts.idle)
+        phases["idle"] = probe.finish()
+        if operator:
+            extra["rss_idle_mib"] = rss_mib(operator.pid)
+            sample = random.Random(n).sample(names, min(opts.reaction_samples, n))
+            log(f"  reaction: deleting {len(sample)} Services one by one")
+            extra["reaction_s"] = reaction_delays(api_client, namespace, sample)
+            wait_quiet(pid)
+
+        log("  spec change of all")
+        probe = Probe(env, pid)
+        started = time.monotonic()
+        burst(system.change, names)
+        objects.wait(
+            lambda objs: sum(system.rolled_out(o) for o in objs) == n,
+            timeout=PHASE_TIMEOUT_S,
+            what=f"{n} {system.kind} rolled out",
+        )
+        wall = time.monotonic() - started
+        log(f"  all {n} rolled out after {wall:.1f}s")
+        wait_quiet(pid)
+        phases["change"] = probe.finish(wall)
+
+        if operator:
+            log("  operator restart")
+            operator.stop()
+            probe_env = Probe(env, None)
+            started = time.monotonic()
+            operator.start()
+            replan = wait_quiet(operator.pid, since=started, limit_s=600)
+            extra["rss_restarted_mib"] = rss_mib(operator.pid)
+            phases["restart"] = probe_env.finish(time.monotonic() - started, replan_s=replan)
+            log(f"  re-planned after {replan:.1f}s")
+            pid = operator.pid
+
+        log("  delete all")
+        probe = Probe(env, pid)
+        started = time.monotonic()
+        pods = Collection(api_client, namespace, "pods")
+        try:
+            burst(system.delete, names)
+            objects.wait(lambda objs: not objs, timeout=PHASE_TIMEOUT_S, what=f"no {system.kind}")
+            pods.wait(lambda objs: not objs, timeout=PHASE_TIMEOUT_S, what="no pods")
+        finally:
+            pods.close()
+        wall = time.monotonic() - started
+        log(f"  all gone after {wall:.1f}s")
+        wait_quiet(pid)
+        phases["delete"] = probe.finish(wall)
+    finally:
+        objects.close()
+    return {"system": "davit" if operator else "peer", "n": n, "phases": phases, **extra}
+
+
+def run(opts: argparse.Namespace) -> dict[str, Any]:
+    state = REPO / ".run" / "opbench"
+    env = cluster_env(state)
+    subprocess.run(["bash", str(CLUSTER_DIR / "up.sh")], env=env, check=True)
+    subprocess.run(
+        ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds")],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    api_client = config.new_client_from_config(config_file=env["KUBECONFIG"])
+    core = client.CoreV1Api(api_client)
+    for index in range(1, BENCH_NODES + 1):
+        node = bench_node(index)
+        try:
+            core.create_node(node)
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+    sizes = [int(s) for s in opts.sizes.split(",") if s]
+    results: dict[str, Any] = {
+        "options": {"sizes": sizes, "idle_s": opts.idle, "cores": os.cpu_count()},
+        "runs": [],
+    }
+    operator = Operator(env, state / "opbench-operator.log")
+    template: dict[str, Any] | None = None
+    for n in sizes:
+        names = [f"m{i:04d}" for i in range(n)]
+        ns = f"opbench-davit-{n}"
+        create_namespace(api_client, ns)
+        # The operator runs for Davit's phases only: the peer's have the cluster to themselves.
+        operator.start()
+        try:
+            if "rss_empty_mib" not in results:
+                wait_quiet(operator.pid)
+                results["rss_empty_mib"] = rss_mib(operator.pid)
+                log(f"operator RSS with no ModelDeployment: {results['rss_empty_mib']:.1f} MiB")
+            if template is None:
+                template = take_template(api_client, ns)
+            results["runs"].append(
+                run_phases(
+                    Davit(api_client, ns),
+                    names,
+                    env=env,
+                    api_client=api_client,
+                    namespace=ns,
+                    operator=operator,
+                    opts=opts,
+                )
+            )
+        finally:
+            operator.stop()
+        delete_namespace(api_client, ns)
+        ns = f"opbench-peer-{n}"
+        create_namespace(api_client, ns)
+        results["runs"].append(
+            run_phases(
+                PlainDeployments(api_client, ns, template),
+                names,
+                env=env,
+                api_client=api_client,
+                namespace=ns,
+                operator=None,
+                opts=opts,
+            )
+        )
+        delete_namespace(api_client, ns)
+        write(results, opts.out)  # a partial run still leaves its numbers
+    return results
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text(report.render(results))
+    report.plot(results, out / "results.png")
+
+
+def main(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    results = json.loads((opts.out / "results.json").read_text()) if opts.report_only else run(opts)
+    write(results, opts.out)
+    log(f"wrote {opts.out}/results.md")
+    print(report.render(results))
+    return 0

@@ -1,0 +1,220 @@
+"""The two systems under test, behind one interface: Davit (ModelDeployments reconciled by the
+operator) and the peer (plain Deployments reconciled by the Deployment controller).
+
+Each knows how to create N objects, change their spec, delete them, and when they are done.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from kubernetes import client
+
+from opbench.cluster import Obj
+
+GROUP, VERSION, PLURAL = "serving.davit.dev", "v1alpha1", "modeldeployments"
+
+
+def model_spec(version: str) -> dict[str, Any]:
+    """A CPU model of one replica; small requests so that 1,000 fit on the benchmark's nodes."""
+    return {
+        "model": {
+            "uri": f"s3://models/bench/{version}",
+            "version": version,
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [16]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [16]}],
+        },
+        "resources": {"cpu": "100m", "memory": "128Mi"},
+        "replicas": 1,
+    }
+
+
+def _condition(obj: Obj, kind: str) -> dict[str, Any] | None:
+    conditions = obj.get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def model_ready(obj: Obj) -> bool:
+    ready = _condition(obj, "Ready")
+    return bool(ready and ready.get("status") == "True")
+
+
+def model_rolled_out(obj: Obj, version: str) -> bool:
+    """Ready on `version`, its spec acted on, and the old revision's pods gone."""
+    status = obj.get("status", {})
+    stable = next(
+        (r for r in status.get("revisions") or [] if r.get("hash") == status.get("stableRevision")),
+        None,
+    )
+    return bool(
+        model_ready(obj)
+        and status.get("observedGeneration") == obj["metadata"].get("generation")
+        and stable is not None
+        and stable.get("version") == version
+        and not status.get("canaryRevision")
+        and status.get("replicas") == 1
+    )
+
+
+def deployment_available(obj: Obj) -> bool:
+    status = obj.get("status", {})
+    return bool(
+        status.get("observedGeneration") == obj["metadata"].get("generation")
+        and status.get("availableReplicas") == 1
+    )
+
+
+def deployment_rolled_out(obj: Obj) -> bool:
+    status = obj.get("status", {})
+    return (
+        deployment_available(obj)
+        and status.get("updatedReplicas") == 1
+        and status.get("replicas") == 1  # the old ReplicaSet's pod is gone
+    )
+
+
+class System(Protocol):
+    label: str
+    kind: str  # what the Collection watches
+
+    def create(self, name: str) -> None: ...
+    def change(self, name: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+    def ready(self, obj: Obj) -> bool: ...
+    def rolled_out(self, obj: Obj) -> bool: ...
+
+
+class Davit:
+    label = "Davit"
+    kind = "modeldeployments"
+    version_after_change = "v2"
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self._api = client.CustomObjectsApi(api_client)
+        self._namespace = namespace
+
+    def create(self, name: str) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": model_spec("v1"),
+        }
+        self._api.create_namespaced_custom_object(GROUP, VERSION, self._namespace, PLURAL, body)
+
+    def change(self, name: str) -> None:
+        # PUT, not PATCH: the write counts tell the benchmark's writes from the operator's
+        # (apistats: the operator only PATCHes ModelDeployments).
+        current = self._api.get_namespaced_custom_object(
+            GROUP, VERSION, self._namespace, PLURAL, name
+        )
+        current["spec"] = model_spec(self.version_after_change)
+        self._api.replace_namespaced_custom_object(
+            GROUP, VERSION, self._namespace, PLURAL, name, current
+        )
+
+    def delete(self, name: str) -> None:
+        self._api.delete_namespaced_custom_object(GROUP, VERSION, self._namespace, PLURAL, name)
+
+    def ready(self, obj: Obj) -> bool:
+        return model_ready(obj)
+
+    def rolled_out(self, obj: Obj) -> bool:
+        return model_rolled_out(obj, self.version_after_change)
+
+
+class PlainDeployments:
+    """The peer: one Deployment per model with the pod template Davit renders for it."""
+
+    label = "Deployment controller"
+    kind = "deployments"
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, template: Obj) -> None:
+        self._apps = client.AppsV1Api(api_client)
+        self._namespace = namespace
+        self._template = template
+
+    def _body(self, name: str, version: str) -> Obj:
+        template = copy.deepcopy(self._template)
+        template["metadata"]["labels"] = {"app": name}
+        template["metadata"].setdefault("annotations", {})["bench.davit.dev/version"] = version
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": template,
+            },
+        }
+
+    def create(self, name: str) -> None:
+        self._apps.create_namespaced_deployment(self._namespace, self._body(name, "v1"))
+
+    def change(self, name: str) -> None:
+        current = self._apps.read_namespaced_deployment(name, self._namespace)
+        current.spec.template.metadata.annotations["bench.davit.dev/version"] = "v2"
+        self._apps.replace_namespaced_deployment(name, self._namespace, current)
+
+    def delete(self, name: str) -> None:
+        self._apps.delete_namespaced_deployment(name, self._namespace)
+
+    def ready(self, obj: Obj) -> bool:
+        return deployment_available(obj)
+
+    def rolled_out(self, obj: Obj) -> bool:
+        return deployment_rolled_out(obj)
+
+
+def peer_template(api_client: client.ApiClient, namespace: str, model: str) -> Obj:
+    """The pod template of the Deployment Davit made for `model`, without Davit's labels."""
+    apps = client.AppsV1Api(api_client)
+    [deployment] = apps.list_namespaced_deployment(
+        namespace, label_selector=f"davit.dev/model={model}"
+    ).items
+    template: Obj = api_client.sanitize_for_serialization(deployment.spec.template)
+    template["metadata"] = {"annotations": template["metadata"].get("annotations", {})}
+    return template
+
+
+class Operator:
+    """The Davit operator as a real process (as `make up` runs it), restartable."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._env = env
+        self._log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def start(self) -> None:
+        with self._log_path.open("a") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "davit_operator"],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        time.sleep(1)
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"the operator exited at start; see {self._log_path}")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None

@@ -1,0 +1,215 @@
+"""The operator benchmark's pure parts: request counters, who wrote what, quiet, targets."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opbench import report
+from opbench.apistats import (
+    RequestKey,
+    event_writes,
+    is_operator_write,
+    parse_labels,
+    request_totals,
+    writes_between,
+)
+from opbench.quiet import quiet_since
+
+METRICS = """# HELP apiserver_request_total [STABLE] Counter of apiserver requests...
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="apps",resource="deployments",scope="resource",subresource="",verb="APPLY",version="v1"} 7
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="apps",resource="deployments",scope="resource",subresource="",verb="APPLY",version="v1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="All",group="apps",resource="deployments",scope="resource",subresource="",verb="APPLY",version="v1"} 50
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",verb="LIST",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="serving.davit.dev",resource="modeldeployments",scope="resource",subresource="status",verb="PATCH",version="v1alpha1"} 4.0
+apiserver_request_total_other{verb="APPLY",resource="deployments"} 99
+apiserver_request_duration_seconds_bucket{le="0.1",resource="pods",verb="LIST"} 3
+"""  # noqa: E501
+
+
+def key(resource: str, verb: str, subresource: str = "") -> RequestKey:
+    return RequestKey(resource, subresource, verb)
+
+
+def test_request_totals_sum_over_codes_and_leave_out_dry_runs_and_other_metrics() -> None:
+    assert request_totals(METRICS) == {
+        key("deployments", "APPLY"): 8,
+        key("pods", "LIST"): 3,
+        key("modeldeployments", "PATCH", "status"): 4,
+    }
+
+
+def test_labels_unescape_quotes_and_backslashes() -> None:
+    assert parse_labels(r'a="1",b="x\"y",c="back\\slash"') == {
+        "a": "1",
+        "b": 'x"y',
+        "c": "back\\slash",
+    }
+
+
+def test_writes_between_keeps_only_writes_that_happened() -> None:
+    before = Counter({key("deployments", "APPLY"): 5, key("pods", "LIST"): 1})
+    after = Counter(
+        {key("deployments", "APPLY"): 8, key("pods", "LIST"): 9, key("services", "APPLY"): 2}
+    )
+    assert writes_between(before, after) == {
+        key("deployments", "APPLY"): 3,
+        key("services", "APPLY"): 2,
+    }
+
+
+def test_writes_between_counts_from_zero_after_an_api_server_restart() -> None:
+    before = Counter({key("deployments", "APPLY"): 500})
+    after = Counter({key("deployments", "APPLY"): 4})
+    assert writes_between(before, after) == {key("deployments", "APPLY"): 4}
+
+
+@dataclass(frozen=True)
+class Attribution:
+    reason: str
+    key: RequestKey
+    deletes_are_operators: bool
+    want: bool
+
+
+ATTRIBUTIONS = [
+    # Server-side apply: only the operator uses it in this cluster.
+    Attribution("child applied", key("services", "APPLY"), True, True),
+    # Status and metadata patches of ModelDeployments are the operator's; the driver PUTs specs.
+    Attribution("status patch", key("modeldeployments", "PATCH", "status"), True, True),
+    Attribution("driver's spec change", key("modeldeployments", "PUT"), True, False),
+    Attribution("driver's create", key("modeldeployments", "POST"), True, False),
+    # The operator scales through the subresource; the HPA controller PUTs the model's scale.
+    Attribution("scale", key("deployments", "PATCH", "scale"), True, True),
+    Attribution("deployment controller's status", key("deployments", "PUT", "status"), True, False),
+    Attribution("revision annotation by the controller", key("deployments", "PUT"), True, False),
+    # Old revisions are deleted by the operator; in the delete phase by the garbage collector.
+    Attribution("old revision deleted", key("deployments", "DELETE"), True, True),
+    Attribution("garbage collector", key("deployments", "DELETE"), False, False),
+    Attribution("pods are the ReplicaSet controller's", key("pods", "DELETE"), True, False),
+    Attribution("kwok reports pod status", key("pods", "PATCH", "status"), True, False),
+]
+
+
+@pytest.mark.parametrize("case", ATTRIBUTIONS, ids=lambda c: c.reason)
+def test_who_made_a_write(case: Attribution) -> None:
+    got = is_operator_write(case.key, deletes_are_operators=case.deletes_are_operators)
+    assert got is case.want
+
+
+def test_event_writes_count_creates_and_updates_of_events_only() -> None:
+    writes = Counter({key("events", "POST"): 3, key("events", "PATCH"): 2, key("pods", "POST"): 9})
+    assert event_writes(writes) == 5
+
+
+@dataclass(frozen=True)
+class Quiet:
+    reason: str
+    samples: list[tuple[float, float]]
+    want: float | None
+
+
+QUIETS = [
+    Quiet("one sample tells nothing", [(0.0, 0.0)], None),
+    Quiet("not a whole window yet", [(0.0, 0.0), (1.0, 0.0)], None),
+    # Busy (a whole core) until t=2, then idle for 3 s: quiet since the window's start.
+    Quiet("burst then idle", [(0, 0), (1, 1), (2, 2), (3, 2), (4, 2), (5, 2)], 2),
+    Quiet("still busy", [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)], None),
+    # 2 % of a core is background noise (watch keep-alives), under the 5 % bar.
+    Quiet("noise under the bar", [(0, 0), (3, 0.06)], 0),
+    Quiet("busy at the end of the window", [(0, 0), (1, 0), (2, 0), (3, 0.5)], None),
+]
+
+
+@pytest.mark.parametrize("case", QUIETS, ids=lambda c: c.reason)
+def test_quiet_since(case: Quiet) -> None:
+    samples = [(float(t), float(c)) for t, c in case.samples]
+    assert quiet_since(samples, window_s=3.0, max_share=0.05) == case.want
+
+
+def phase(wall_s: float, writes: dict[RequestKey, int], cpu: float | None = 5.0) -> dict[str, Any]:
+    return {
+        "wall_s": wall_s,
+        "writes": report.encode_writes(writes),
+        "cpu_percent": cpu,
+        "peak_rss_mib": 70.0,
+    }
+
+
+def results(*, davit_ready_s: float, idle_writes: int, restart_writes: int) -> dict[str, Any]:
+    n = 100
+    creates = {
+        key("deployments", "APPLY"): n,
+        key("services", "APPLY"): n,
+        key("poddisruptionbudgets", "APPLY"): n,
+        key("modeldeployments", "PATCH", "status"): 2 * n,
+        key("modeldeployments", "POST"): n,  # the driver's: not the operator's
+        key("events", "POST"): 3 * n,
+        key("pods", "POST"): n,
+    }
+    davit = {
+        "system": "davit",
+        "n": n,
+        "children_per_model": 3.0,
+        "rss_idle_mib": 64.0,  # +41 KB per model
+        "rss_restarted_mib": 64.0,
+        "reaction_s": [0.1, 0.2, 0.3],
+        "phases": {
+            "create": phase(davit_ready_s, creates),
+            "idle": phase(120, {key("modeldeployments", "PATCH", "status"): idle_writes}, 0.5),
+            "change": phase(20, {key("deployments", "APPLY"): n}),
+            "restart": phase(5, {key("services", "APPLY"): restart_writes}, None) | {"replan_s": 2},
+            "delete": phase(10, {key("deployments", "DELETE"): n}),
+        },
+    }
+    peer = {
+        "system": "peer",
+        "n": n,
+        "phases": {
+            "create": phase(10, {key("deployments", "POST"): n}, None),
+            "idle": phase(120, {}, None),
+            "change": phase(15, {key("deployments", "PUT"): n}, None),
+            "delete": phase(8, {key("deployments", "DELETE"): n}, None),
+        },
+    }
+    return {
+        "options": {"sizes": [n], "idle_s": 120, "cores": 2},
+        "rss_empty_mib": 60.0,
+        "runs": [davit, peer],
+    }
+
+
+def verdicts(doc: dict[str, Any]) -> dict[str, bool]:
+    return {t.description.split(" (N=")[0]: t.met for t in report.targets(doc)}
+
+
+def test_targets_met_when_every_figure_is_inside_its_bound() -> None:
+    doc = results(davit_ready_s=11.0, idle_writes=0, restart_writes=0)
+    got = verdicts(doc)
+    assert all(got.values()), got
+    # 5 writes per created model: 3 applies + 2 status patches (the driver's POST and Events apart).
+    [writes] = [t for t in report.targets(doc) if t.description.startswith("operator writes per")]
+    assert writes.measured == "5.00"
+    assert writes.required == "≤ children + 2 = 5"
+
+
+def test_targets_missed_are_reported_as_missed() -> None:
+    got = verdicts(results(davit_ready_s=13.0, idle_writes=9, restart_writes=100))
+    assert got["time to all Ready, Davit / Deployment controller"] is False  # 1.3x
+    assert got["operator writes while idle"] is False
+    assert got["operator writes when a restart re-plans N=100"] is False
+    assert got["operator CPU while idle"] is True
+
+
+def test_render_shows_targets_phases_and_per_object_writes() -> None:
+    text = report.render(results(davit_ready_s=11.0, idle_writes=0, restart_writes=0))
+    assert (
+        "| time to all Ready, Davit / Deployment controller (N=100) | 1.10x | ≤ 1.2x | met |"
+        in text
+    )
+    assert "| 100 | create burst → all Ready | 11.0 | 10.0 | 1.10 | 5.00 |" in text
+    assert "APPLY deployments (operator)" in text
+    assert "median 200 ms" in text
