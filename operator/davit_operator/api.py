@@ -583,6 +583,21 @@ class ModelDeploymentStatus(ApiModel):
     canary_weight: int | None = Field(
         default=None, description="Percent of traffic on the newest revision."
     )
+    pause_until: str | None = Field(
+        default=None,
+        description="When the current timed pause step ends (RFC 3339); absent when no timed "
+        "pause is running.",
+    )
+    analysis_started_at: str | None = Field(
+        default=None,
+        description="When the canary measurement the current analysis step waits for began "
+        "(RFC 3339): it names that measurement; absent when none is running.",
+    )
+    analysis_failures: int | None = Field(
+        default=None,
+        ge=0,
+        description="Consecutive failed measurements at the current analysis step.",
+    )
     revisions: list[RevisionRecord] = Field(
         default_factory=list, description="Revision history, oldest first."
     )

@@ -1,0 +1,462 @@
+"""The canary rollout planner: (rollout spec, rollout state, observed facts, now) → one decision.
+
+Pure: no I/O, no clock, no logging. The caller reads `RolloutState.of(status)`, passes what it
+observed, scales stable and canary to the decision's replicas, sets its weight on the traffic
+provider, starts a measurement when asked, writes `recorded(status, decision)` and wakes the
+model at `decision.wake_at`. Every piece of progress is in the returned state, so a pass that
+is repeated (an operator restarted between the decision and its writes) decides the same again.
+
+One pass makes at most one transition: a step ends, or a pause or a measurement begins, or the
+traffic starts to return to stable. Steps run in order; `state.step` is the number completed,
+and `len(rollout.steps)` means all steps are done and the canary is being promoted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from davit_operator import api
+
+
+class Outcome(StrEnum):
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    WAITING_FOR_GPUS = "WaitingForGPUs"
+    PROMOTED = "Promoted"
+    ABORTED = "Aborted"
+    ROLLED_BACK = "RolledBack"
+
+
+Stopped = Literal[Outcome.ABORTED, Outcome.ROLLED_BACK]
+
+
+class Verdict(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"  # too few requests to judge: not a pass, not a failure
+
+
+class Control(StrEnum):
+    """A person's request, acted on in the pass that sees it."""
+
+    PROMOTE = "promote"  # end the current pause or analysis step
+    PROMOTE_FULL = "promoteFull"  # skip every remaining step
+    ABORT = "abort"  # return all traffic to stable and stop
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Where the rollout stands, as recorded in status."""
+
+    step: int = 0  # steps completed
+    weight: int = 0  # percent of traffic on the canary
+    pause_until: datetime | None = None  # the running timed pause ends then
+    analysis_since: datetime | None = None  # the running measurement began then (its name)
+    analysis_failures: int = 0  # consecutive failed measurements at this step
+    stopped: Stopped | None = None  # aborted or rolled back: no step runs again
+
+    @classmethod
+    def of(cls, status: api.ModelDeploymentStatus) -> RolloutState:
+        """The state `recorded` wrote; a status without rollout fields is a rollout at step 0."""
+        canary = next((r for r in status.revisions if r.hash == status.canary_revision), None)
+        stopped: Stopped | None = None
+        if canary is not None and canary.outcome is api.RevisionOutcome.ABORTED:
+            stopped = Outcome.ABORTED
+        elif canary is not None and canary.outcome is api.RevisionOutcome.ROLLED_BACK:
+            stopped = Outcome.ROLLED_BACK
+        return cls(
+            step=status.current_step or 0,
+            weight=status.canary_weight or 0,
+            pause_until=_parse_time(status.pause_until),
+            analysis_since=_parse_time(status.analysis_started_at),
+            analysis_failures=status.analysis_failures or 0,
+            stopped=stopped,
+        )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished measurement of the canary: `since` names it (the decision that began it)."""
+
+    since: datetime
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the operator observed this pass."""
+
+    total: int  # replicas the ModelDeployment asks for (spec, or the HPA), stable and canary
+    stable_ready: int = 0
+    canary_ready: int = 0
+    canary_pending_for_gpus: bool = False  # a canary pod is Pending: Insufficient nvidia.com/gpu
+    measured: Measured | None = None  # the latest finished measurement, if any
+
+
+@dataclass(frozen=True)
+class Split:
+    stable: int
+    canary: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now and the state that records it."""
+
+    state: RolloutState
+    stable_replicas: int
+    canary_replicas: int
+    start_analysis: bool  # begin a measurement named `state.analysis_since`
+    outcome: Outcome
+    reason: str  # one CamelCase word, for the Progressing condition
+    message: str  # for people
+    wake_at: datetime | None = None  # plan again then, though nothing else happened
+
+
+# ---- pure helpers ------------------------------------------------------------------------------
+
+
+def split_replicas(total: int, weight: int) -> Split:
+    """`total` replicas shared by `weight` percent: the canary's share rounded to the nearest
+    replica (halves up), at least 1 once weight > 0, and, while weight < 100, leaving stable at
+    least 1 when there are two replicas or more. The two always sum to `total`."""
+    if total <= 0 or weight <= 0:
+        return Split(stable=max(total, 0), canary=0)
+    if weight >= 100:
+        return Split(stable=0, canary=total)
+    canary = (2 * total * weight + 100) // 200
+    canary = max(canary, 1)
+    if total >= 2:
+        canary = min(canary, total - 1)
+    return Split(stable=total - canary, canary=canary)
+
+
+DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30s`, `2m`, `1h30m`, `500ms` (the API's pattern) as a timedelta."""
+    parts = DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (e.g. 30s, 2m, 1h30m, 500ms)")
+    return timedelta(seconds=sum(int(n) * UNIT_SECONDS[u] for n, u in parts))
+
+
+def step_analysis(rollout: api.Rollout, step: api.RolloutStep) -> api.Analysis:
+    """rollout.analysis with the step's overrides (camelCase keys, as in the manifest)."""
+    defaults = rollout.analysis.model_dump(by_alias=True)
+    return api.Analysis.model_validate({**defaults, **(step.analysis or {})})
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _format_time(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _at_step(state: RolloutState, step: int) -> RolloutState:
+    """At `step`, the current step's pause and measurements ended with it."""
+    return replace(state, step=step, pause_until=None, analysis_since=None, analysis_failures=0)
+
+
+def _next_step(state: RolloutState) -> RolloutState:
+    return _at_step(state, state.step + 1)
+
+
+def _decide(
+    state: RolloutState, facts: Facts, outcome: Outcome, reason: str, message: str,
+    wake_at: datetime | None = None, split: Split | None = None, start_analysis: bool = False,
+) -> Decision:  # fmt: skip
+    """A decision whose replicas are `split`, by default stable and canary split by the
+    state's weight."""
+    if split is None:
+        split = split_replicas(facts.total, state.weight)
+    return Decision(
+        state=state,
+        stable_replicas=split.stable,
+        canary_replicas=split.canary,
+        start_analysis=start_analysis,
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        wake_at=wake_at,
+    )
+
+
+# ---- transitions -------------------------------------------------------------------------------
+
+
+def apply_control(
+    state: RolloutState, control: Control | None, steps: list[api.RolloutStep]
+) -> RolloutState:
+    """The state after a person's request. A stopped rollout ignores them all (retry starts it
+    again); a promoted one ignores abort; promote ends a pause or an analysis step only (a
+    setWeight step ends by itself once the canary holds its share)."""
+    if control is None or state.stopped is not None:
+        return state
+    if control is Control.ABORT:
+        promoted = state.step >= len(steps) and state.weight == 100
+        return state if promoted else replace(state, stopped=Outcome.ABORTED)
+    if control is Control.PROMOTE_FULL:
+        return _at_step(state, max(state.step, len(steps)))
+    waits = state.step < len(steps) and steps[state.step].set_weight is None
+    return _next_step(state) if waits else state
+
+
+def set_weight(state: RolloutState, weight: int, facts: Facts) -> Decision:
+    """Scale the canary to its share of `weight` first; the weight moves, stable shrinks to
+    its share and the step ends once that many canary replicas are ready (make before break:
+    until then stable keeps the share it had)."""
+    before, after = split_replicas(facts.total, state.weight), split_replicas(facts.total, weight)
+    if facts.canary_ready >= after.canary:
+        return _decide(
+            replace(_next_step(state), weight=weight),
+            facts,
+            Outcome.PROGRESSING,
+            "WeightSet",
+            f"canary at {weight} %: {after.canary}/{facts.total} replicas",
+            split=after,
+        )
+    return _decide(
+        state,
+        facts,
+        Outcome.PROGRESSING,
+        "ScalingCanary",
+        f"canary {facts.canary_ready}/{after.canary} ready before {weight} % moves to it",
+        split=Split(stable=max(before.stable, after.stable), canary=after.canary),
+    )
+
+
+def pause(state: RolloutState, step: api.Pause, facts: Facts, now: datetime) -> Decision:
+    """A pause with a duration begins (until now + duration) and ends in the first pass at or
+    after that time; one without a duration waits for a promote."""
+    at = f"paused at {state.weight} %"
+    if step.duration is None:
+        return _decide(state, facts, Outcome.PAUSED, "WaitingForPromote", f"{at} until promoted")
+    if state.pause_until is None:
+        until = now + parse_duration(step.duration)
+        paused = replace(state, pause_until=until)
+        return _decide(
+            paused, facts, Outcome.PAUSED, "Paused", f"{at} until {until.isoformat()}", until
+        )
+    if now >= state.pause_until:
+        return _decide(_next_step(state), facts, Outcome.PROGRESSING, "PauseEnded", f"{at}: over")
+    until = state.pause_until
+    return _decide(state, facts, Outcome.PAUSED, "Paused", f"{at} until {until.isoformat()}", until)
+
+
+def analyse(
+    state: RolloutState, rollout: api.Rollout, settings: api.Analysis, facts: Facts,
+    now: datetime,
+) -> Decision:  # fmt: skip
+    """Measure the canary over `settings.interval`, again until a verdict decides: a pass ends
+    the step; an inconclusive measurement is taken again and counts for nothing; a failure is
+    measured again until more than `failureLimit` fail in a row (see `count_failure`). Only a
+    verdict on the measurement the state names counts: older ones are ignored."""
+    interval = parse_duration(settings.interval)
+    if state.analysis_failures > settings.failure_limit:
+        return analysis_failed(state, facts)
+    since, measured = state.analysis_since, facts.measured
+    if since is None:
+        return _measure(state, facts, now, interval, "Analysing", "measuring the canary")
+    if measured is None or measured.since != since:
+        wake = since + interval if since + interval > now else now + interval
+        return _decide(state, facts, Outcome.PROGRESSING, "Analysing", "measuring the canary", wake)
+    if measured.verdict is Verdict.PASS:
+        return _decide(
+            _next_step(state),
+            facts,
+            Outcome.PROGRESSING,
+            "AnalysisPassed",
+            "the canary passed analysis",
+        )
+    if measured.verdict is Verdict.INCONCLUSIVE:
+        return _measure(
+            state,
+            facts,
+            now,
+            interval,
+            "AnalysisInconclusive",
+            "too few requests to judge the canary: measuring again",
+        )
+    return count_failure(state, rollout, settings, facts, now)
+
+
+def count_failure(
+    state: RolloutState, rollout: api.Rollout, settings: api.Analysis, facts: Facts,
+    now: datetime,
+) -> Decision:  # fmt: skip
+    """One more failed measurement in a row: up to `failureLimit` are tolerated (measured
+    again); beyond it the rollout rolls back (autoRollback) or pauses for a person."""
+    failed = replace(state, analysis_failures=state.analysis_failures + 1, analysis_since=None)
+    count, limit = failed.analysis_failures, settings.failure_limit
+    if count <= limit:
+        return _measure(
+            failed,
+            facts,
+            now,
+            parse_duration(settings.interval),
+            "AnalysisFailed",
+            f"{count} failed measurements (failureLimit {limit}): measuring again",
+        )
+    if rollout.auto_rollback:
+        return return_to_stable(replace(failed, stopped=Outcome.ROLLED_BACK), facts)
+    return analysis_failed(failed, facts)
+
+
+def analysis_failed(state: RolloutState, facts: Facts) -> Decision:
+    """Failed beyond failureLimit with autoRollback off: held where it is for a person."""
+    return _decide(
+        state,
+        facts,
+        Outcome.PAUSED,
+        "AnalysisFailed",
+        f"{state.analysis_failures} measurements failed in a row and autoRollback is "
+        "off: promote to go on, or abort to return to stable",
+    )
+
+
+def _measure(
+    state: RolloutState, facts: Facts, now: datetime, interval: timedelta, reason: str,
+    message: str,
+) -> Decision:  # fmt: skip
+    """Begin a measurement named `now`; plan again when its interval is over."""
+    begun = replace(state, analysis_since=now)
+    return _decide(
+        begun, facts, Outcome.PROGRESSING, reason, message, now + interval, start_analysis=True
+    )
+
+
+def finish(state: RolloutState, facts: Facts) -> Decision:
+    """Every step done: the canary grows to the whole total (stable keeps its share); once all
+    its replicas are ready it takes 100 % and stable goes to 0."""
+    if facts.canary_ready >= facts.total:
+        return _decide(
+            replace(state, weight=100),
+            facts,
+            Outcome.PROMOTED,
+            "Promoted",
+            "the canary serves all traffic",
+        )
+    before = split_replicas(facts.total, state.weight)
+    return _decide(
+        state,
+        facts,
+        Outcome.PROGRESSING,
+        "ScalingCanary",
+        f"canary {facts.canary_ready}/{facts.total} ready before it takes all traffic",
+        split=Split(stable=before.stable, canary=facts.total),
+    )
+
+
+def return_to_stable(state: RolloutState, facts: Facts) -> Decision:
+    """Aborted or rolled back: stable grows back to the whole total; once all its replicas are
+    ready it takes all traffic and the canary goes to 0. The weight never moves to a stable
+    that cannot carry it (the canary keeps its share until then)."""
+    assert state.stopped is not None
+    outcome = state.stopped
+    word = "aborted" if outcome is Outcome.ABORTED else "rolled back"
+    stopped = replace(state, pause_until=None, analysis_since=None)
+    if state.weight == 0 or facts.stable_ready >= facts.total:
+        return _decide(
+            replace(stopped, weight=0),
+            facts,
+            outcome,
+            outcome.value,
+            f"{word}: stable serves all traffic",
+        )
+    canary = split_replicas(facts.total, state.weight).canary
+    return _decide(
+        stopped,
+        facts,
+        outcome,
+        "ScalingUpStable",
+        f"{word}: stable {facts.stable_ready}/{facts.total} ready before traffic returns to it",
+        split=Split(stable=facts.total, canary=canary),
+    )
+
+
+def hold_for_gpus(state: RolloutState, proposed: Decision, facts: Facts) -> Decision:
+    """Canary pods Pending for GPUs: nothing advances (no step ends, no pause or measurement
+    begins) and nothing fails; the proposed replicas stay asked for, so the pods start once
+    GPUs are freed, and stable never goes below its share at the current weight."""
+    if not facts.canary_pending_for_gpus:
+        return proposed
+    if proposed.outcome not in (Outcome.PROGRESSING, Outcome.PAUSED):
+        return proposed
+    current = split_replicas(facts.total, state.weight)
+    return replace(
+        proposed,
+        state=state,
+        stable_replicas=max(proposed.stable_replicas, current.stable),
+        start_analysis=False,
+        outcome=Outcome.WAITING_FOR_GPUS,
+        reason="WaitingForGPUs",
+        message=f"canary pods wait for GPUs (Insufficient nvidia.com/gpu) at {state.weight} %",
+        wake_at=None,
+    )
+
+
+def run_step(rollout: api.Rollout, state: RolloutState, facts: Facts, now: datetime) -> Decision:
+    """The current step's transition, or the promotion once every step is done."""
+    if state.step >= len(rollout.steps):
+        return finish(state, facts)
+    step = rollout.steps[state.step]
+    if step.set_weight is not None:
+        return set_weight(state, step.set_weight, facts)
+    if step.pause is not None:
+        return pause(state, step.pause, facts, now)
+    return analyse(state, rollout, step_analysis(rollout, step), facts, now)
+
+
+def plan_rollout(
+    rollout: api.Rollout,
+    state: RolloutState,
+    facts: Facts,
+    now: datetime,
+    control: Control | None = None,
+) -> Decision:
+    """One pass of a canary rollout: a person's request → the step, or the return to stable →
+    the hold while canary pods wait for GPUs. `now` must be timezone-aware. Canary only: other
+    strategies are refused (ValueError)."""
+    if rollout.strategy is not api.RolloutStrategy.CANARY:
+        raise ValueError(f"rollout strategy {rollout.strategy.value} is not planned yet")
+    state = apply_control(state, control, rollout.steps)
+    if state.stopped is not None:
+        return return_to_stable(state, facts)
+    return hold_for_gpus(state, run_step(rollout, state, facts, now), facts)
+
+
+STOPPED_OUTCOMES = {
+    Outcome.ABORTED: api.RevisionOutcome.ABORTED,
+    Outcome.ROLLED_BACK: api.RevisionOutcome.ROLLED_BACK,
+}
+
+
+def recorded(status: api.ModelDeploymentStatus, decision: Decision) -> api.ModelDeploymentStatus:
+    """A copy of `status` holding the decision's state (what `RolloutState.of` reads back); an
+    abort or a rollback is recorded as the canary revision's outcome."""
+    state = decision.state
+    revisions = [
+        r.model_copy(update={"outcome": STOPPED_OUTCOMES[state.stopped]})
+        if state.stopped is not None and r.hash == status.canary_revision
+        else r.model_copy()
+        for r in status.revisions
+    ]
+    return status.model_copy(
+        update={
+            "current_step": state.step,
+            "canary_weight": state.weight,
+            "pause_until": _format_time(state.pause_until),
+            "analysis_started_at": _format_time(state.analysis_since),
+            "analysis_failures": state.analysis_failures,
+            "revisions": revisions,
+        }
+    )
