@@ -585,18 +585,18 @@ class ModelDeploymentStatus(ApiModel):
     )
     pause_until: str | None = Field(
         default=None,
-        description="When the current timed pause step ends (RFC 3339); absent when no timed "
-        "pause is running.",
+        description=NOT_YET + "when the current timed pause step ends (RFC 3339); absent when "
+        "no timed pause is running.",
     )
     analysis_started_at: str | None = Field(
         default=None,
-        description="When the canary measurement the current analysis step waits for began "
-        "(RFC 3339): it names that measurement; absent when none is running.",
+        description=NOT_YET + "when the canary measurement the current analysis step waits for "
+        "began (RFC 3339): it names that measurement; absent when none is running.",
     )
     analysis_failures: int | None = Field(
         default=None,
         ge=0,
-        description="Consecutive failed measurements at the current analysis step.",
+        description=NOT_YET + "consecutive failed measurements at the current analysis step.",
     )
     revisions: list[RevisionRecord] = Field(
         default_factory=list, description="Revision history, oldest first."
