@@ -111,7 +111,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     """Attach Davit's handlers to `registry`; everything they need is passed in here."""
     cache = ClusterCache()
     controller = Controller(config, kube, cache)
-    scheduler: Scheduler[Key] = Scheduler(controller.reconcile, concurrency=config.worker_limit)
+    scheduler: Scheduler[Key] = Scheduler(
+        controller.reconcile,
+        concurrency=config.worker_limit,
+        settle_seconds=config.settle_seconds,
+    )
     snapshots = Snapshots(kube, cache, scheduler, config)
     running: list[asyncio.Task[None]] = []
 

@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     # kopf reports every handled watch event at INFO ("Handler … succeeded"); here its handlers
     # only cache and wake, so that is one line per pod event: keep its warnings and errors.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # The HTTP client logs every request at INFO: thousands of lines a minute under load, and a
+    # cost in the loop; --verbose brings them back.
+    if not args.verbose:
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     asyncio.run(run(cfg, args.liveness_endpoint or None))
     return 0
 

@@ -6,6 +6,11 @@ concurrency and feeds the queue the real clock.
 
 The queue's contract, per key:
 - a key is queued at most once: any number of wakes before its pass starts give one pass;
+- a woken key settles first (`settle_seconds` after the first wake): the events of one change
+  come in a flurry (a Deployment's status, its ReplicaSet, its pod created, bound, ready, all
+  within a few hundred milliseconds), and one pass after the flurry writes status once where a
+  pass per event would write it at each step; the first wake fixes the time, so a steady stream
+  of events delays a key by no more than that;
 - a key never runs twice at once: a wake during its pass marks it dirty, and it runs once more
   when the pass ends (that pass sees every change that arrived meanwhile);
 - `wake_at(key, t)` schedules a pass at time t (a pause that ends, an analysis interval); the
@@ -49,8 +54,9 @@ def retry_delay(failures: int, backoff: Backoff) -> float:
 class WakeQueue(Generic[K]):
     """Which key to reconcile next, and when; no I/O and no clock of its own."""
 
-    def __init__(self, backoff: Backoff = Backoff()) -> None:
+    def __init__(self, backoff: Backoff = Backoff(), settle_seconds: float = 0.0) -> None:
         self._backoff = backoff
+        self._settle_seconds = settle_seconds
         self._ready: dict[K, None] = {}  # insertion-ordered: FIFO among keys due now
         self._due: dict[K, float] = {}  # the earliest pending time per key
         self._heap: list[tuple[float, int, K]] = []  # lazily cleaned copy of _due, in time order
@@ -59,10 +65,14 @@ class WakeQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._failures: dict[K, int] = {}
 
-    def wake(self, key: K) -> None:
-        """Reconcile `key` as soon as a worker is free."""
+    def wake(self, key: K, now: float) -> None:
+        """Reconcile `key` once it has settled (at once without a settle time), as soon as a
+        worker is free."""
         if key in self._running:
             self._dirty.add(key)
+            return
+        if self._settle_seconds > 0:
+            self.wake_at(key, now + self._settle_seconds)
             return
         self._due.pop(key, None)
         self._ready.setdefault(key, None)
@@ -100,7 +110,7 @@ class WakeQueue(Generic[K]):
             return
         self._failures.pop(key, None)
         if dirty:
-            self.wake(key)
+            self.wake(key, now)
         elif wake_at is not None:
             self.wake_at(key, wake_at)
 
@@ -174,17 +184,18 @@ class Scheduler(Generic[K]):
         *,
         concurrency: int,
         backoff: Backoff = Backoff(),
+        settle_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._reconcile = reconcile
-        self._queue: WakeQueue[K] = WakeQueue(backoff)
+        self._queue: WakeQueue[K] = WakeQueue(backoff, settle_seconds)
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
         self._changed = asyncio.Event()
         self._passes: set[asyncio.Task[None]] = set()
 
     def wake(self, key: K) -> None:
-        self._queue.wake(key)
+        self._queue.wake(key, self._clock())
         self._changed.set()
 
     def wake_at(self, key: K, when: float) -> None:

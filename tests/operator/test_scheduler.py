@@ -15,6 +15,7 @@ from davit_operator.scheduler import Backoff, Scheduler, WakeQueue, retry_delay
 @dataclass(frozen=True)
 class Wake:
     key: str
+    now: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ Step = Wake | WakeAt | Take | Done | NextTime
 class Case:
     reason: str
     steps: list[Step]
+    settle: float = 0.0  # the queue's settle_seconds
 
 
 BACKOFF = Backoff(first_seconds=1, max_seconds=8)
@@ -115,16 +117,50 @@ CASES = [
         "due keys and woken keys share the queue, one pass each",
         [WakeAt("b", 1), Wake("a"), Wake("b"), Take(2, "a"), Take(2, "b"), Take(2, None)],
     ),
+    # Settling (0.25 s): one pass after the flurry of events a change brings.
+    Case(
+        "wakes within the settle time give one pass, a settle time after the first",
+        [Wake("a", 0), Wake("a", 0.1), Wake("a", 0.2), Take(0.24, None), Take(0.25, "a"),
+         Take(0.25, None)],
+        settle=0.25,
+    ),
+    Case(
+        "a steady stream of events delays a key by no more than the settle time",
+        [*[Wake("a", t / 10) for t in range(10)], Take(0.25, "a")],
+        settle=0.25,
+    ),
+    Case(
+        "a wake during the pass runs it once more, settled after the pass ends",
+        [Wake("a", 0), Take(0.25, "a"), Wake("a", 0.3), Done("a", 1), Take(1.2, None),
+         Take(1.25, "a")],
+        settle=0.25,
+    ),
+    Case(
+        "a scheduled time earlier than the settle time stands",
+        [WakeAt("a", 0.1), Wake("a", 0), Take(0.1, "a")],
+        settle=0.25,
+    ),
+    Case(
+        "an event brings a later scheduled time forward, settled",
+        [WakeAt("a", 10), Wake("a", 0), Take(0.25, "a")],
+        settle=0.25,
+    ),
+    Case(
+        "a wake during a failing pass still does not cut its backoff short",
+        [Wake("a", 0), Take(0.25, "a"), Wake("a", 0.3), Done("a", 0.5, failed=True),
+         Take(1.4, None), Take(1.5, "a")],
+        settle=0.25,
+    ),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.reason for c in CASES])
 def test_wake_queue(case: Case) -> None:
-    queue: WakeQueue[str] = WakeQueue(BACKOFF)
+    queue: WakeQueue[str] = WakeQueue(BACKOFF, settle_seconds=case.settle)
     for index, step in enumerate(case.steps):
         match step:
-            case Wake(key):
-                queue.wake(key)
+            case Wake(key, now):
+                queue.wake(key, now)
             case WakeAt(key, at):
                 queue.wake_at(key, at)
             case Take(now, want):
@@ -137,7 +173,7 @@ def test_wake_queue(case: Case) -> None:
 
 def test_forget_drops_a_deleted_objects_pending_work() -> None:
     queue: WakeQueue[str] = WakeQueue(BACKOFF)
-    queue.wake("a")
+    queue.wake("a", 0)
     queue.wake_at("b", 5)
     queue.forget("a")
     queue.forget("b")
