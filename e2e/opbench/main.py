@@ -28,7 +28,15 @@ from opbench import report
 from opbench.apistats import writes_between
 from opbench.cluster import Collection, burst, create_namespace, delete_namespace, scrape_requests
 from opbench.quiet import quiet_since
-from opbench.systems import Davit, Operator, PlainDeployments, System, peer_template
+from opbench.systems import (
+    Davit,
+    Operator,
+    PeerTemplate,
+    PlainChildren,
+    PlainDeployments,
+    System,
+    peer_template,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = REPO / "e2e" / "cluster"
@@ -169,8 +177,8 @@ def reaction_delays(api_client: client.ApiClient, namespace: str, names: list[st
     return delays
 
 
-def take_template(api_client: client.ApiClient, namespace: str) -> dict[str, Any]:
-    """The pod template Davit renders for the benchmark's model, for the peer's Deployments."""
+def take_template(api_client: client.ApiClient, namespace: str) -> PeerTemplate:
+    """What Davit renders for the benchmark's model, for the peers to write directly."""
     model = Davit(api_client, namespace)
     model.create("template")
     deadline = time.monotonic() + 60
@@ -178,7 +186,7 @@ def take_template(api_client: client.ApiClient, namespace: str) -> dict[str, Any
         try:
             template = peer_template(api_client, namespace, "template")
             break
-        except ValueError:  # no Deployment yet
+        except ValueError:  # not every child yet
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     "the operator made no Deployment for the template model"
@@ -290,7 +298,7 @@ def run_phases(
         phases["delete"] = probe.finish(wall)
     finally:
         objects.close()
-    return {"system": "davit" if operator else "peer", "n": n, "phases": phases, **extra}
+    return {"system": system.key, "n": n, "phases": phases, **extra}
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
@@ -318,7 +326,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "runs": [],
     }
     operator = Operator(env, state / "opbench-operator.log")
-    template: dict[str, Any] | None = None
+    template: PeerTemplate | None = None
     for n in sizes:
         names = [f"m{i:04d}" for i in range(n)]
         ns = f"opbench-davit-{n}"
@@ -346,20 +354,21 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         finally:
             operator.stop()
         delete_namespace(api_client, ns)
-        ns = f"opbench-peer-{n}"
-        create_namespace(api_client, ns)
-        results["runs"].append(
-            run_phases(
-                PlainDeployments(api_client, ns, template),
-                names,
-                env=env,
-                api_client=api_client,
-                namespace=ns,
-                operator=None,
-                opts=opts,
+        for peer in (PlainDeployments, PlainChildren):
+            ns = f"opbench-{peer.key}-{n}"
+            create_namespace(api_client, ns)
+            results["runs"].append(
+                run_phases(
+                    peer(api_client, ns, template),
+                    names,
+                    env=env,
+                    api_client=api_client,
+                    namespace=ns,
+                    operator=None,
+                    opts=opts,
+                )
             )
-        )
-        delete_namespace(api_client, ns)
+            delete_namespace(api_client, ns)
         write(results, opts.out)  # a partial run still leaves its numbers
     return results
 

@@ -10,6 +10,7 @@ import copy
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -79,6 +80,7 @@ def deployment_rolled_out(obj: Obj) -> bool:
 
 
 class System(Protocol):
+    key: str  # in results.json
     label: str
     kind: str  # what the Collection watches
 
@@ -90,6 +92,7 @@ class System(Protocol):
 
 
 class Davit:
+    key = "davit"
     label = "Davit"
     kind = "modeldeployments"
     version_after_change = "v2"
@@ -128,19 +131,32 @@ class Davit:
         return model_rolled_out(obj, self.version_after_change)
 
 
-class PlainDeployments:
-    """The peer: one Deployment per model with the pod template Davit renders for it."""
+@dataclass(frozen=True)
+class PeerTemplate:
+    """What Davit renders for one model, to be written directly by the peers: the pod template,
+    and the specs of its Service and PodDisruptionBudget (selectors rewritten per model)."""
 
+    pod: Obj
+    service_spec: Obj
+    pdb_spec: Obj
+
+
+class PlainDeployments:
+    """The issue's peer: one Deployment per model with the pod template Davit renders for it."""
+
+    key = "peer"
     label = "Deployment controller"
     kind = "deployments"
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, template: Obj) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, namespace: str, template: PeerTemplate
+    ) -> None:
         self._apps = client.AppsV1Api(api_client)
         self._namespace = namespace
         self._template = template
 
     def _body(self, name: str, version: str) -> Obj:
-        template = copy.deepcopy(self._template)
+        template = copy.deepcopy(self._template.pod)
         template["metadata"]["labels"] = {"app": name}
         template["metadata"].setdefault("annotations", {})["bench.davit.dev/version"] = version
         return {
@@ -172,15 +188,65 @@ class PlainDeployments:
         return deployment_rolled_out(obj)
 
 
-def peer_template(api_client: client.ApiClient, namespace: str, model: str) -> Obj:
-    """The pod template of the Deployment Davit made for `model`, without Davit's labels."""
-    apps = client.AppsV1Api(api_client)
-    [deployment] = apps.list_namespaced_deployment(
-        namespace, label_selector=f"davit.dev/model={model}"
-    ).items
-    template: Obj = api_client.sanitize_for_serialization(deployment.spec.template)
-    template["metadata"] = {"annotations": template["metadata"].get("annotations", {})}
-    return template
+class PlainChildren(PlainDeployments):
+    """A second peer: every child Davit makes (Deployment, Service, PDB), written directly, as a
+    user applying the same manifests by hand would. Davit's ratio to it is the operator's own
+    overhead; to PlainDeployments, that plus the cluster's work for the Service and the PDB."""
+
+    key = "peer-children"
+    label = "Deployment + Service + PDB"
+
+    def __init__(
+        self, api_client: client.ApiClient, namespace: str, template: PeerTemplate
+    ) -> None:
+        super().__init__(api_client, namespace, template)
+        self._core = client.CoreV1Api(api_client)
+        self._policy = client.PolicyV1Api(api_client)
+
+    def create(self, name: str) -> None:
+        super().create(name)
+        selector = {"app": name}
+        service_spec = {**copy.deepcopy(self._template.service_spec), "selector": selector}
+        self._core.create_namespaced_service(
+            self._namespace, {"metadata": {"name": name}, "spec": service_spec}
+        )
+        pdb_spec = {**copy.deepcopy(self._template.pdb_spec), "selector": {"matchLabels": selector}}
+        self._policy.create_namespaced_pod_disruption_budget(
+            self._namespace, {"metadata": {"name": name}, "spec": pdb_spec}
+        )
+
+    def delete(self, name: str) -> None:
+        super().delete(name)
+        self._core.delete_namespaced_service(name, self._namespace)
+        self._policy.delete_namespaced_pod_disruption_budget(name, self._namespace)
+
+
+def peer_template(api_client: client.ApiClient, namespace: str, model: str) -> PeerTemplate:
+    """What Davit made for `model`, without Davit's labels, selectors and server-set fields.
+    Raises ValueError while the operator has not made all of it yet."""
+    selector = f"davit.dev/model={model}"
+    [deployment] = (
+        client.AppsV1Api(api_client)
+        .list_namespaced_deployment(namespace, label_selector=selector)
+        .items
+    )
+    [service] = (
+        client.CoreV1Api(api_client)
+        .list_namespaced_service(namespace, label_selector=selector)
+        .items
+    )
+    [pdb] = (
+        client.PolicyV1Api(api_client)
+        .list_namespaced_pod_disruption_budget(namespace, label_selector=selector)
+        .items
+    )
+    pod: Obj = api_client.sanitize_for_serialization(deployment.spec.template)
+    pod["metadata"] = {"annotations": pod["metadata"].get("annotations", {})}
+    service_spec: Obj = api_client.sanitize_for_serialization(service.spec)
+    kept = {"ports", "type", "sessionAffinity"}
+    service_spec = {k: v for k, v in service_spec.items() if k in kept}
+    pdb_spec: Obj = api_client.sanitize_for_serialization(pdb.spec)
+    return PeerTemplate(pod=pod, service_spec=service_spec, pdb_spec=pdb_spec)
 
 
 class Operator:
