@@ -17,9 +17,9 @@ class OperatorConfig:
     # Reconcile passes running at once, across all models (kopf has no client-side rate limit,
     # so this also bounds the operator's concurrent API writes).
     worker_limit: int = 20
-    # How long a woken model waits for the rest of the flurry of events a change brings before
-    # its pass runs (scheduler.WakeQueue): well under the 2 s in which a deleted or hand-scaled
-    # child is corrected, long enough that a pod's created → bound → ready is one status write.
+    # How long a model woken by a child's or pod's event waits for the rest of their flurry
+    # before its pass runs (scheduler.WakeQueue; a change to the model itself runs at once): well
+    # under the 2 s in which a deleted or hand-scaled child is corrected, and fewer status writes.
     settle_seconds: float = 0.2
     service_http_port: int = 8080
     service_grpc_port: int = 8081

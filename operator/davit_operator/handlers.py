@@ -156,8 +156,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
                 touched = cache.upsert(kind, obj)
             if kind_of_event is None:  # kopf is (re-)listing this kind
                 snapshots.request()
+            # A change to the model itself (a user's) runs at once; children's and pods' events
+            # settle, so that their flurry gives one pass.
             for key in touched:
-                scheduler.wake(key)
+                scheduler.wake(key, settle=kind != MODEL_KIND)
 
         kopf.on.event(*resource, id=f"observe-{plural}", labels=labels, registry=registry)(
             observe_event

@@ -6,11 +6,12 @@ concurrency and feeds the queue the real clock.
 
 The queue's contract, per key:
 - a key is queued at most once: any number of wakes before its pass starts give one pass;
-- a woken key settles first (`settle_seconds` after the first wake): the events of one change
-  come in a flurry (a Deployment's status, its ReplicaSet, its pod created, bound, ready, all
-  within a few hundred milliseconds), and one pass after the flurry writes status once where a
-  pass per event would write it at each step; the first wake fixes the time, so a steady stream
-  of events delays a key by no more than that;
+- a key woken with `settle=True` runs `settle_seconds` after that wake, not at once: the
+  events that follow a write come in a flurry (a Deployment's status, its pod created, bound,
+  ready, within a few hundred milliseconds), and one pass after the flurry writes status once
+  where a pass per event would write it at each step; the first such wake fixes the time, so a
+  steady stream of events delays a key by no more than that, and a wake without settling (a
+  user's change) runs it at once;
 - a key never runs twice at once: a wake during its pass marks it dirty, and it runs once more
   when the pass ends (that pass sees every change that arrived meanwhile);
 - `wake_at(key, t)` schedules a pass at time t (a pause that ends, an analysis interval); the
@@ -65,13 +66,13 @@ class WakeQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._failures: dict[K, int] = {}
 
-    def wake(self, key: K, now: float) -> None:
-        """Reconcile `key` once it has settled (at once without a settle time), as soon as a
-        worker is free."""
+    def wake(self, key: K, now: float, *, settle: bool = False) -> None:
+        """Reconcile `key` as soon as a worker is free; with `settle`, not before
+        `settle_seconds` from now (see the module's contract)."""
         if key in self._running:
             self._dirty.add(key)
             return
-        if self._settle_seconds > 0:
+        if settle and self._settle_seconds > 0:
             self.wake_at(key, now + self._settle_seconds)
             return
         self._due.pop(key, None)
@@ -110,7 +111,8 @@ class WakeQueue(Generic[K]):
             return
         self._failures.pop(key, None)
         if dirty:
-            self.wake(key, now)
+            # What woke it during the pass was most likely the flurry after the pass's writes.
+            self.wake(key, now, settle=True)
         elif wake_at is not None:
             self.wake_at(key, wake_at)
 
@@ -194,8 +196,8 @@ class Scheduler(Generic[K]):
         self._changed = asyncio.Event()
         self._passes: set[asyncio.Task[None]] = set()
 
-    def wake(self, key: K) -> None:
-        self._queue.wake(key, self._clock())
+    def wake(self, key: K, *, settle: bool = False) -> None:
+        self._queue.wake(key, self._clock(), settle=settle)
         self._changed.set()
 
     def wake_at(self, key: K, when: float) -> None:

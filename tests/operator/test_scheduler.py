@@ -16,6 +16,7 @@ from davit_operator.scheduler import Backoff, Scheduler, WakeQueue, retry_delay
 class Wake:
     key: str
     now: float = 0.0
+    settle: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,37 +118,42 @@ CASES = [
         "due keys and woken keys share the queue, one pass each",
         [WakeAt("b", 1), Wake("a"), Wake("b"), Take(2, "a"), Take(2, "b"), Take(2, None)],
     ),
-    # Settling (0.25 s): one pass after the flurry of events a change brings.
+    # Settling (0.25 s): one pass after the flurry of events that follows a write.
     Case(
-        "wakes within the settle time give one pass, a settle time after the first",
-        [Wake("a", 0), Wake("a", 0.1), Wake("a", 0.2), Take(0.24, None), Take(0.25, "a"),
-         Take(0.25, None)],
+        "settling wakes within the settle time give one pass, a settle time after the first",
+        [Wake("a", 0, True), Wake("a", 0.1, True), Wake("a", 0.2, True), Take(0.24, None),
+         Take(0.25, "a"), Take(0.25, None)],
         settle=0.25,
     ),
     Case(
         "a steady stream of events delays a key by no more than the settle time",
-        [*[Wake("a", t / 10) for t in range(10)], Take(0.25, "a")],
+        [*[Wake("a", t / 10, True) for t in range(10)], Take(0.25, "a")],
+        settle=0.25,
+    ),
+    Case(
+        "a wake that does not settle (a user's change) runs at once, even while settling",
+        [Wake("a", 0, True), Wake("a", 0.1), Take(0.1, "a"), Done("a", 0.2), Take(0.25, None)],
         settle=0.25,
     ),
     Case(
         "a wake during the pass runs it once more, settled after the pass ends",
-        [Wake("a", 0), Take(0.25, "a"), Wake("a", 0.3), Done("a", 1), Take(1.2, None),
+        [Wake("a", 0), Take(0, "a"), Wake("a", 0.3), Done("a", 1), Take(1.2, None),
          Take(1.25, "a")],
         settle=0.25,
     ),
     Case(
         "a scheduled time earlier than the settle time stands",
-        [WakeAt("a", 0.1), Wake("a", 0), Take(0.1, "a")],
+        [WakeAt("a", 0.1), Wake("a", 0, True), Take(0.1, "a")],
         settle=0.25,
     ),
     Case(
         "an event brings a later scheduled time forward, settled",
-        [WakeAt("a", 10), Wake("a", 0), Take(0.25, "a")],
+        [WakeAt("a", 10), Wake("a", 0, True), Take(0.25, "a")],
         settle=0.25,
     ),
     Case(
         "a wake during a failing pass still does not cut its backoff short",
-        [Wake("a", 0), Take(0.25, "a"), Wake("a", 0.3), Done("a", 0.5, failed=True),
+        [Wake("a", 0), Take(0, "a"), Wake("a", 0.3, True), Done("a", 0.5, failed=True),
          Take(1.4, None), Take(1.5, "a")],
         settle=0.25,
     ),
@@ -159,8 +165,8 @@ def test_wake_queue(case: Case) -> None:
     queue: WakeQueue[str] = WakeQueue(BACKOFF, settle_seconds=case.settle)
     for index, step in enumerate(case.steps):
         match step:
-            case Wake(key, now):
-                queue.wake(key, now)
+            case Wake(key, now, settle):
+                queue.wake(key, now, settle=settle)
             case WakeAt(key, at):
                 queue.wake_at(key, at)
             case Take(now, want):
