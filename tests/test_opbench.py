@@ -78,6 +78,9 @@ class Attribution:
 ATTRIBUTIONS = [
     # Server-side apply: only the operator uses it in this cluster.
     Attribution("child applied", key("services", "APPLY"), True, True),
+    Attribution(
+        "a controller applying a pod condition", key("pods", "APPLY", "status"), True, False
+    ),
     # Status and metadata patches of ModelDeployments are the operator's; the driver PUTs specs.
     Attribution("status patch", key("modeldeployments", "PATCH", "status"), True, True),
     Attribution("driver's spec change", key("modeldeployments", "PUT"), True, False),

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 METRIC = "apiserver_request_total"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
 
 # The operator's children; it writes them with server-side apply (verb APPLY) and deletes those
-# it no longer wants. Nothing else in the cluster uses APPLY, and during a Davit phase only the
-# operator deletes these kinds, except in the delete phase, where the garbage collector does.
+# it no longer wants. No other client applies these kinds, and during a Davit phase only the
+# operator deletes them, except in the delete phase, where the garbage collector does.
 CHILD_RESOURCES = frozenset(
     {"deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers"}
 )
@@ -91,7 +91,8 @@ def is_operator_write(key: RequestKey, *, deletes_are_operators: bool) -> bool:
     `deletes_are_operators` is False in the delete phase: there the garbage collector removes the
     children of deleted ModelDeployments."""
     if key.verb == "APPLY":
-        return True
+        # Controllers apply too (e.g. pod conditions); the operator applies its children only.
+        return key.resource in CHILD_RESOURCES and not key.subresource
     if key.verb == "PATCH":
         return (key.resource, key.subresource) in OPERATOR_PATCHED or (
             key.resource,
@@ -125,7 +126,3 @@ def event_writes(writes: Mapping[RequestKey, int]) -> int:
 
 def without_events(writes: Mapping[RequestKey, int]) -> Counter[RequestKey]:
     return Counter({k: c for k, c in writes.items() if k.resource != "events"})
-
-
-def total(counts: Iterable[int]) -> int:
-    return sum(counts)

@@ -234,6 +234,9 @@ def render(results: Mapping[str, Any]) -> str:
         "PodDisruptionBudget Davit makes, written directly (the cluster's share of the work "
         "alike, so Davit's ratio to it is the operator's own overhead).",
         "",
+        "Where the time and memory go (a py-spy profile, object sizes) and what would close the "
+        "gaps: [analysis.md](analysis.md), written by hand from a run like this one.",
+        "",
         "## Targets",
         "",
     ]

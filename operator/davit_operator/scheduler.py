@@ -19,7 +19,7 @@ The queue's contract, per key:
   returns its own next time);
 - a failed pass is retried after an exponential backoff (`retry_delay`), and a dirty mark does
   not cut the backoff short: a spec that cannot be realised must not become a hot retry loop.
-  Wakes from events that arrive later still run at once: something changed.
+  Wakes from events that arrive later run at once (children's, once settled): something changed.
 """
 
 from __future__ import annotations
@@ -63,14 +63,15 @@ class WakeQueue(Generic[K]):
         self._heap: list[tuple[float, int, K]] = []  # lazily cleaned copy of _due, in time order
         self._sequence = 0  # tie-breaker so keys themselves are never compared
         self._running: set[K] = set()
-        self._dirty: set[K] = set()
+        # Woken during its pass; the value: whether every such wake asked to settle.
+        self._dirty: dict[K, bool] = {}
         self._failures: dict[K, int] = {}
 
     def wake(self, key: K, now: float, *, settle: bool = False) -> None:
         """Reconcile `key` as soon as a worker is free; with `settle`, not before
         `settle_seconds` from now (see the module's contract)."""
         if key in self._running:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, True) and settle
             return
         if settle and self._settle_seconds > 0:
             self.wake_at(key, now + self._settle_seconds)
@@ -103,7 +104,7 @@ class WakeQueue(Generic[K]):
         """The pass for `key` ended; `wake_at` is the time the pass asked to run again."""
         self._running.discard(key)
         dirty = key in self._dirty
-        self._dirty.discard(key)
+        settle = self._dirty.pop(key, False)
         if failed:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
@@ -111,16 +112,17 @@ class WakeQueue(Generic[K]):
             return
         self._failures.pop(key, None)
         if dirty:
-            # What woke it during the pass was most likely the flurry after the pass's writes.
-            self.wake(key, now, settle=True)
-        elif wake_at is not None:
+            # Settled when every wake during the pass was a child's (the flurry after the
+            # pass's own writes); at once when one was a change to the model itself.
+            self.wake(key, now, settle=settle)
+        if wake_at is not None:
             self.wake_at(key, wake_at)
 
     def forget(self, key: K) -> None:
         """Drop every trace of `key` (its object is gone); a running pass may still finish."""
         self._ready.pop(key, None)
         self._due.pop(key, None)
-        self._dirty.discard(key)
+        self._dirty.pop(key, None)
         self._failures.pop(key, None)
 
     def failures(self, key: K) -> int:

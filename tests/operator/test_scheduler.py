@@ -136,10 +136,22 @@ CASES = [
         settle=0.25,
     ),
     Case(
-        "a wake during the pass runs it once more, settled after the pass ends",
-        [Wake("a", 0), Take(0, "a"), Wake("a", 0.3), Done("a", 1), Take(1.2, None),
+        "a child's wake during the pass runs it once more, settled after the pass ends",
+        [Wake("a", 0), Take(0, "a"), Wake("a", 0.3, True), Done("a", 1), Take(1.2, None),
          Take(1.25, "a")],
         settle=0.25,
+    ),
+    Case(
+        "a change to the model during the pass runs it again at once when the pass ends",
+        [Wake("a", 0), Take(0, "a"), Wake("a", 0.2, True), Wake("a", 0.3), Done("a", 1),
+         Take(1, "a")],
+        settle=0.25,
+    ),
+    Case(
+        "a time the pass asks for, earlier than the settled rerun, wins",
+        [Wake("a", 0), Take(0, "a"), Wake("a", 0.3, True), Done("a", 1, wake_at=1.1),
+         Take(1.1, "a")],
+        settle=0.5,
     ),
     Case(
         "a scheduled time earlier than the settle time stands",
