@@ -35,10 +35,12 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last}")
 
 
-def cluster_env() -> dict[str, str]:
-    """The environment of `source e2e/cluster/env.sh`: KUBECONFIG and our kubectl on PATH."""
+def cluster_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of `source e2e/cluster/env.sh` (run in `base`, default this process's):
+    KUBECONFIG and our kubectl on PATH."""
     out = subprocess.run(
         ["bash", "-c", f"source {CLUSTER_DIR / 'env.sh'} && env -0"],
+        env=base,
         check=True,
         capture_output=True,
         text=True,
@@ -119,15 +121,22 @@ class Models:
 class OperatorProcess:
     """The operator as a real process that a test may stop and start again."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, verbose: bool = True) -> None:
         self.env = env
         self.log_path = log_path
+        # Verbose logs every API request (tests read them); a benchmark runs it as users do.
+        self._args = ["--verbose"] if verbose else []
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "the operator is not running"
+        return self._proc.pid
 
     def start(self) -> None:
         with self.log_path.open("a") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "davit_operator", "--verbose"],
+                [sys.executable, "-m", "davit_operator", *self._args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -17,6 +17,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ import psutil
 from bench.procmon import TreeMonitor
 from kubernetes import client, config
 
+from e2e_support import CLUSTER_DIR, REPO, OperatorProcess, cluster_env
 from opbench import report
 from opbench.apistats import writes_between
 from opbench.cluster import Collection, burst, create_namespace, delete_namespace, scrape_requests
 from opbench.quiet import quiet_since
 from opbench.systems import (
     Davit,
-    Operator,
     PeerTemplate,
     PlainChildren,
     PlainDeployments,
@@ -38,8 +39,6 @@ from opbench.systems import (
     peer_template,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-CLUSTER_DIR = REPO / "e2e" / "cluster"
 RESULTS = Path(__file__).resolve().parent / "results"
 # Room for 1,000 pods of each system plus the surge of a rollout (old and new pod side by side).
 BENCH_NODES = 6
@@ -69,20 +68,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def cluster_env(state: Path) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DAVIT_STATE": str(state),
-        "DAVIT_CLUSTER_CONFIG": str(CLUSTER_DIR / "kwokctl-bench.yaml"),
-    }
-    out = subprocess.run(
-        ["bash", "-c", f"source {CLUSTER_DIR / 'env.sh'} && env -0"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
+def bench_env(state: Path) -> dict[str, str]:
+    """The benchmark cluster's environment: its own state folder and kwokctl layer."""
+    return cluster_env(
+        {
+            **os.environ,
+            "DAVIT_STATE": str(state),
+            "DAVIT_CLUSTER_CONFIG": str(CLUSTER_DIR / "kwokctl-bench.yaml"),
+        }
+    )
 
 
 def bench_node(index: int) -> dict[str, Any]:
@@ -212,6 +206,31 @@ def count_children(api_client: client.ApiClient, namespace: str) -> int:
     return sum(len(list_namespaced(namespace).items) for list_namespaced in listers)
 
 
+def timed_burst(
+    env: dict[str, str],
+    pid: int | None,
+    work: Callable[[str], None],
+    names: list[str],
+    objects: Collection,
+    done: Callable[[dict[str, Any]], bool],
+    what: str,
+) -> dict[str, Any]:
+    """`work` on every name at once; the phase's figures, its wall time ending when `done`
+    holds for all of them (the writes are counted until the operator is quiet again)."""
+    probe = Probe(env, pid)
+    started = time.monotonic()
+    burst(work, names)
+    objects.wait(
+        lambda objs: sum(done(o) for o in objs) == len(names),
+        timeout=PHASE_TIMEOUT_S,
+        what=f"{len(names)} {what}",
+    )
+    wall = time.monotonic() - started
+    log(f"  all {len(names)} {what} after {wall:.1f}s")
+    wait_quiet(pid)
+    return probe.finish(wall)
+
+
 def run_phases(
     system: System,
     names: list[str],
@@ -219,7 +238,7 @@ def run_phases(
     env: dict[str, str],
     api_client: client.ApiClient,
     namespace: str,
-    operator: Operator | None,
+    operator: OperatorProcess | None,
     opts: argparse.Namespace,
 ) -> dict[str, Any]:
     """One system through every phase; the operator (Davit only) runs throughout."""
@@ -230,18 +249,9 @@ def run_phases(
     extra: dict[str, Any] = {}
     try:
         log(f"{system.label} N={n}: create burst")
-        probe = Probe(env, pid)
-        started = time.monotonic()
-        burst(system.create, names)
-        objects.wait(
-            lambda objs: sum(system.ready(o) for o in objs) == n,
-            timeout=PHASE_TIMEOUT_S,
-            what=f"{n} {system.kind} ready",
+        phases["create"] = timed_burst(
+            env, pid, system.create, names, objects, system.ready, "ready"
         )
-        wall = time.monotonic() - started
-        log(f"  all {n} ready after {wall:.1f}s")
-        wait_quiet(pid)
-        phases["create"] = probe.finish(wall)
         if operator:
             extra["children_per_model"] = count_children(api_client, namespace) / n
 
@@ -257,18 +267,9 @@ def run_phases(
             wait_quiet(pid)
 
         log("  spec change of all")
-        probe = Probe(env, pid)
-        started = time.monotonic()
-        burst(system.change, names)
-        objects.wait(
-            lambda objs: sum(system.rolled_out(o) for o in objs) == n,
-            timeout=PHASE_TIMEOUT_S,
-            what=f"{n} {system.kind} rolled out",
+        phases["change"] = timed_burst(
+            env, pid, system.change, names, objects, system.rolled_out, "rolled out"
         )
-        wall = time.monotonic() - started
-        log(f"  all {n} rolled out after {wall:.1f}s")
-        wait_quiet(pid)
-        phases["change"] = probe.finish(wall)
 
         if operator:
             log("  operator restart")
@@ -303,7 +304,7 @@ def run_phases(
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
     state = REPO / ".run" / "opbench"
-    env = cluster_env(state)
+    env = bench_env(state)
     subprocess.run(["bash", str(CLUSTER_DIR / "up.sh")], env=env, check=True)
     subprocess.run(
         ["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds")],
@@ -325,7 +326,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "options": {"sizes": sizes, "idle_s": opts.idle, "cores": os.cpu_count()},
         "runs": [],
     }
-    operator = Operator(env, state / "opbench-operator.log")
+    operator = OperatorProcess(env, state / "opbench-operator.log", verbose=False)
     template: PeerTemplate | None = None
     for n in sizes:
         names = [f"m{i:04d}" for i in range(n)]

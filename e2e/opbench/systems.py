@@ -7,11 +7,7 @@ Each knows how to create N objects, change their spec, delete them, and when the
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from kubernetes import client
@@ -247,40 +243,3 @@ def peer_template(api_client: client.ApiClient, namespace: str, model: str) -> P
     service_spec = {k: v for k, v in service_spec.items() if k in kept}
     pdb_spec: Obj = api_client.sanitize_for_serialization(pdb.spec)
     return PeerTemplate(pod=pod, service_spec=service_spec, pdb_spec=pdb_spec)
-
-
-class Operator:
-    """The Davit operator as a real process (as `make up` runs it), restartable."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self._env = env
-        self._log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def start(self) -> None:
-        with self._log_path.open("a") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "davit_operator"],
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        time.sleep(1)
-        if self._proc.poll() is not None:
-            raise RuntimeError(f"the operator exited at start; see {self._log_path}")
-
-    def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
