@@ -76,7 +76,7 @@ class Attribution:
 
 
 ATTRIBUTIONS = [
-    # Server-side apply: only the operator uses it in this cluster.
+    # Server-side apply of a child kind is the operator's; controllers apply pod conditions.
     Attribution("child applied", key("services", "APPLY"), True, True),
     Attribution(
         "a controller applying a pod condition", key("pods", "APPLY", "status"), True, False

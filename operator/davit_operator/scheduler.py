@@ -103,15 +103,14 @@ class WakeQueue(Generic[K]):
     ) -> None:
         """The pass for `key` ended; `wake_at` is the time the pass asked to run again."""
         self._running.discard(key)
-        dirty = key in self._dirty
-        settle = self._dirty.pop(key, False)
+        settle = self._dirty.pop(key, None)  # None: not woken during the pass
         if failed:
             failures = self._failures.get(key, 0) + 1
             self._failures[key] = failures
             self.wake_at(key, now + retry_delay(failures, self._backoff))
             return
         self._failures.pop(key, None)
-        if dirty:
+        if settle is not None:
             # Settled when every wake during the pass was a child's (the flurry after the
             # pass's own writes); at once when one was a change to the model itself.
             self.wake(key, now, settle=settle)
