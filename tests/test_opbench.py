@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opbench import report
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+from opbench import cluster, report
 from opbench.apistats import (
     RequestKey,
     event_writes,
@@ -16,7 +20,11 @@ from opbench.apistats import (
     request_totals,
     writes_between,
 )
-from opbench.quiet import quiet_since
+from opbench.cluster import Collection, lister, relist_delay, wait_for
+from opbench.quiet import quiet_since, seconds_until_quiet
+from opbench.systems import DELETED_WITH_THE_OBJECTS, missing_children
+from urllib3 import HTTPConnectionPool
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 METRICS = """# HELP apiserver_request_total [STABLE] Counter of apiserver requests...
 # TYPE apiserver_request_total counter
@@ -131,6 +139,163 @@ QUIETS = [
 def test_quiet_since(case: Quiet) -> None:
     samples = [(float(t), float(c)) for t, c in case.samples]
     assert quiet_since(samples, window_s=3.0, max_share=0.05) == case.want
+
+
+class FakeClock:
+    """Monotonic time that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_seconds_until_quiet_ends_where_the_quiet_began_not_where_it_was_confirmed() -> None:
+    clock = FakeClock()
+    # A whole core until t=5, then idle: the 3 s window that shows it is quiet ends at t=8.
+    busy_until = 5.0
+    got = seconds_until_quiet(
+        lambda: min(clock.now, busy_until),
+        since=-1.0,  # the operator was started 1 s before sampling began
+        window_s=3.0,
+        limit_s=60.0,
+        clock=clock.time,
+        sleep=clock.sleep,
+    )
+    assert got == pytest.approx(6.0)
+    assert clock.now == pytest.approx(8.0)
+
+
+def test_seconds_until_quiet_gives_the_limit_when_the_process_never_goes_quiet() -> None:
+    clock = FakeClock()
+    got = seconds_until_quiet(
+        clock.time, since=0.0, window_s=3.0, limit_s=10.0, clock=clock.time, sleep=clock.sleep
+    )
+    assert got == 10.0
+
+
+@dataclass(frozen=True)
+class Relist:
+    reason: str
+    error: Exception
+    want_delay_s: float
+
+
+RELISTS = [
+    # 410 Gone is how a watch from an expired resource version ends: list again at once.
+    Relist("watch expired", ApiException(status=410), 0.0),
+    Relist("API server error", ApiException(status=500), 1.0),
+    Relist("connection reset", ProtocolError("Connection broken", ConnectionResetError()), 1.0),
+    Relist(
+        "read timeout", ReadTimeoutError(HTTPConnectionPool("api"), "/apis", "Read timed out."), 1.0
+    ),
+    Relist("socket timeout", TimeoutError(), 1.0),
+    Relist("body that does not decode", ValueError("Expecting value"), 1.0),
+]
+
+
+@pytest.mark.parametrize("case", RELISTS, ids=lambda c: c.reason)
+def test_relist_delay(case: Relist) -> None:
+    assert relist_delay(case.error) == case.want_delay_s
+
+
+class FlakyWatch:
+    """A watch whose streams fail with `failures`, one a stream, then one that delivers m0 and
+    stays open until the test ends."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self._failures = failures
+        self.ended = threading.Event()
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        if self._failures:
+            raise self._failures.pop(0)
+        yield {"type": "ADDED", "object": {"metadata": {"name": "m0"}}}
+        self.ended.wait(5)
+
+
+def test_a_collection_outlives_errors_that_are_not_api_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failures: list[Exception] = [
+        ProtocolError("Connection broken", ConnectionResetError()),
+        ValueError("Expecting value"),
+    ]
+    flaky = FlakyWatch(failures)
+    monkeypatch.setattr(cluster, "RELIST_DELAY_S", 0.01)
+    monkeypatch.setattr(watch, "Watch", lambda: flaky)
+    monkeypatch.setattr(
+        cluster,
+        "lister",
+        lambda api_client, kind: (
+            lambda namespace, **kwargs: {
+                "metadata": {"resourceVersion": "1"},
+                "items": [],
+            }
+        ),
+    )
+    services = Collection(client.ApiClient(), "ns", "services")
+    try:
+        wait_for(lambda: "" if services.get("m0") else "m0", timeout=5)
+    finally:
+        services.close()
+        flaky.ended.set()
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2, errors  # one line per failure
+    assert "Connection broken" in errors[0]
+    assert "Expecting value" in errors[1]
+
+
+@pytest.mark.parametrize("kind", DELETED_WITH_THE_OBJECTS)
+def test_every_kind_the_delete_phase_waits_for_can_be_listed(kind: str) -> None:
+    assert callable(lister(client.ApiClient(), kind))
+
+
+def test_wait_for_returns_once_nothing_is_pending() -> None:
+    checks = iter(["2 services", "1 service", ""])
+    wait_for(lambda: next(checks), timeout=5, interval=0.001)
+
+
+def test_wait_for_names_what_was_still_pending_when_it_gave_up() -> None:
+    with pytest.raises(TimeoutError, match=r"timed out after 0s waiting for 3 services"):
+        wait_for(lambda: "3 services", timeout=0.01, interval=0.001)
+
+
+@dataclass(frozen=True)
+class Template:
+    reason: str
+    children: dict[str, list[object]]
+    want_missing: list[str]
+
+
+MADE = [object()]
+TEMPLATES = [
+    Template(
+        "nothing made yet",
+        {"Deployment": [], "Service": [], "PodDisruptionBudget": []},
+        ["Deployment", "Service", "PodDisruptionBudget"],
+    ),
+    Template(
+        "the Deployment before the rest",
+        {"Deployment": MADE, "Service": [], "PodDisruptionBudget": []},
+        ["Service", "PodDisruptionBudget"],
+    ),
+    Template(
+        "only the Service missing",
+        {"Deployment": MADE, "Service": [], "PodDisruptionBudget": MADE},
+        ["Service"],
+    ),
+    Template("all made", {"Deployment": MADE, "Service": MADE, "PodDisruptionBudget": MADE}, []),
+]
+
+
+@pytest.mark.parametrize("case", TEMPLATES, ids=lambda c: c.reason)
+def test_missing_children_of_the_template(case: Template) -> None:
+    assert missing_children(case.children) == case.want_missing
 
 
 def phase(wall_s: float, writes: dict[RequestKey, int], cpu: float | None = 5.0) -> dict[str, Any]:

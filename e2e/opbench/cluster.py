@@ -19,10 +19,14 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from opbench.apistats import RequestKey, request_totals
+from opbench.log import log
 
 Obj = dict[str, Any]
 # Enough concurrent requests that the client is not what sets the pace of a burst.
 BURST_THREADS = 16
+# After a failed list or watch: long enough not to hammer an API server that is struggling,
+# short enough that a collection is not stale for long.
+RELIST_DELAY_S = 1.0
 
 
 def scrape_requests(env: dict[str, str]) -> Counter[RequestKey]:
@@ -40,14 +44,56 @@ def burst(work: Callable[[str], None], names: Iterable[str]) -> None:
             future.result()
 
 
+def wait_for(pending: Callable[[], str], *, timeout: float, interval: float = 0.1) -> None:
+    """Block until `pending()`, which describes what is still awaited, returns "" (checked every
+    `interval` s); on timeout the error says what still was."""
+    deadline = time.monotonic() + timeout
+    while left := pending():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {left}")
+        time.sleep(interval)
+
+
+def relist_delay(error: Exception) -> float:
+    """Seconds to wait before listing again once `error` ended a list or watch."""
+    if isinstance(error, ApiException) and error.status == 410:
+        return 0.0  # the watch's resource version expired: the usual end of a long watch
+    # Anything else (an API error, a reset connection, a timeout, a body that does not decode)
+    # may not have healed at once.
+    return RELIST_DELAY_S
+
+
+def lister(api_client: client.ApiClient, kind: str) -> Callable[..., Any]:
+    """The official client's list call for `kind` (a plural resource name) in a namespace."""
+    if kind == "modeldeployments":
+        custom = client.CustomObjectsApi(api_client)
+
+        def list_models(namespace: str, **kwargs: Any) -> Any:
+            return custom.list_namespaced_custom_object(
+                "serving.davit.dev", "v1alpha1", namespace, "modeldeployments", **kwargs
+            )
+
+        return list_models
+    apis: dict[str, Callable[..., Any]] = {
+        "deployments": client.AppsV1Api(api_client).list_namespaced_deployment,
+        "pods": client.CoreV1Api(api_client).list_namespaced_pod,
+        "services": client.CoreV1Api(api_client).list_namespaced_service,
+        "poddisruptionbudgets": (
+            client.PolicyV1Api(api_client).list_namespaced_pod_disruption_budget
+        ),
+    }
+    return apis[kind]
+
+
 class Collection:
     """The latest copy of every object of one kind in one namespace, kept by a list+watch thread
     (so waiting on 1,000 objects costs one stream, not 1,000 polls)."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str, kind: str) -> None:
+        self.kind = kind
         self._api_client = api_client
         self._namespace = namespace
-        self._list = self._lister(kind)
+        self._list = lister(api_client, kind)
         self._objects: dict[str, Obj] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -56,23 +102,6 @@ class Collection:
         self._thread.start()
         if not self._synced.wait(60):
             raise TimeoutError(f"could not list {kind} in {namespace}")
-
-    def _lister(self, kind: str) -> Callable[..., Any]:
-        if kind == "modeldeployments":
-            custom = client.CustomObjectsApi(self._api_client)
-
-            def list_models(namespace: str, **kwargs: Any) -> Any:
-                return custom.list_namespaced_custom_object(
-                    "serving.davit.dev", "v1alpha1", namespace, "modeldeployments", **kwargs
-                )
-
-            return list_models
-        apis: dict[str, Callable[..., Any]] = {
-            "deployments": client.AppsV1Api(self._api_client).list_namespaced_deployment,
-            "pods": client.CoreV1Api(self._api_client).list_namespaced_pod,
-            "services": client.CoreV1Api(self._api_client).list_namespaced_service,
-        }
-        return apis[kind]
 
     def _as_dict(self, obj: Any) -> Obj:
         if isinstance(obj, dict):
@@ -105,9 +134,16 @@ class Collection:
                             self._objects[name] = obj
                     if self._stop.is_set():
                         return
-            except ApiException as error:
-                if error.status != 410:
-                    time.sleep(1)
+            except Exception as error:
+                # Whatever ends a list or watch, a thread that died here would leave the
+                # collection stale for the rest of the run, and every wait on it would time out.
+                delay = relist_delay(error)
+                if delay:
+                    log(
+                        f"list+watch of {self.kind} in {self._namespace} failed, listing again "
+                        f"in {delay:g}s: {error!r}"
+                    )
+                    self._stop.wait(delay)
 
     def snapshot(self) -> list[Obj]:
         with self._lock:
@@ -119,11 +155,7 @@ class Collection:
 
     def wait(self, done: Callable[[list[Obj]], bool], *, timeout: float, what: str) -> None:
         """Block until `done(all objects)` holds, checking every 0.1 s."""
-        deadline = time.monotonic() + timeout
-        while not done(self.snapshot()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.1)
+        wait_for(lambda: "" if done(self.snapshot()) else what, timeout=timeout)
 
     def close(self) -> None:
         self._stop.set()

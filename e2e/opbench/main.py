@@ -15,7 +15,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +27,24 @@ from kubernetes import client, config
 from e2e_support import CLUSTER_DIR, REPO, OperatorProcess, cluster_env
 from opbench import report
 from opbench.apistats import writes_between
-from opbench.cluster import Collection, burst, create_namespace, delete_namespace, scrape_requests
-from opbench.quiet import quiet_since
+from opbench.cluster import (
+    Collection,
+    burst,
+    create_namespace,
+    delete_namespace,
+    scrape_requests,
+    wait_for,
+)
+from opbench.log import log
+from opbench.quiet import seconds_until_quiet
 from opbench.systems import (
+    DELETED_WITH_THE_OBJECTS,
     Davit,
     PeerTemplate,
     PlainChildren,
     PlainDeployments,
     System,
+    TemplateIncompleteError,
     peer_template,
 )
 
@@ -44,10 +53,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BENCH_NODES = 6
 PODS_PER_NODE = 500
 PHASE_TIMEOUT_S = 1800.0
-
-
-def log(message: str) -> None:
-    print(f"[opbench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+TEMPLATE_TIMEOUT_S = 60.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -126,22 +132,24 @@ class Probe:
 def wait_quiet(
     pid: int | None, *, since: float | None = None, window_s: float = 3.0, limit_s: float = 300.0
 ) -> float:
-    """Seconds from `since` (default: now) until the process used ≤ 5 % of a core for `window_s`
-    (its burst is over); without a process, just `window_s` for the control plane's tail."""
-    started = time.monotonic() if since is None else since
+    """Seconds from `since` (default: now) until the process went quiet, returning once it has
+    used ≤ 5 % of a core for `window_s` (its burst is over; the window is not in the figure);
+    without a process, just `window_s` for the control plane's tail."""
     if pid is None:
         time.sleep(window_s)
         return window_s
     process = psutil.Process(pid)
-    samples: list[tuple[float, float]] = []
-    while time.monotonic() - started < limit_s:
+
+    def cpu_seconds() -> float:
         times = process.cpu_times()
-        samples.append((time.monotonic(), times.user + times.system))
-        quiet = quiet_since(samples, window_s=window_s, max_share=0.05)
-        if quiet is not None:
-            return quiet - started
-        time.sleep(0.25)
-    return limit_s
+        return float(times.user + times.system)
+
+    return seconds_until_quiet(
+        cpu_seconds,
+        since=time.monotonic() if since is None else since,
+        window_s=window_s,
+        limit_s=limit_s,
+    )
 
 
 def rss_mib(pid: int) -> float:
@@ -175,17 +183,18 @@ def take_template(api_client: client.ApiClient, namespace: str) -> PeerTemplate:
     """What Davit renders for the benchmark's model, for the peers to write directly."""
     model = Davit(api_client, namespace)
     model.create("template")
-    deadline = time.monotonic() + 60
-    while True:
+    taken: list[PeerTemplate] = []
+
+    def not_made_yet() -> str:
         try:
-            template = peer_template(api_client, namespace, "template")
-            break
-        except ValueError:  # not every child yet
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    "the operator made no Deployment for the template model"
-                ) from None
-            time.sleep(0.5)
+            taken.append(peer_template(api_client, namespace, "template"))
+        except TemplateIncompleteError as incomplete:
+            return f"the operator to make the template model's {incomplete}"
+        return ""
+
+    # The peers copy all three children, and the operator may have made some and not yet others.
+    wait_for(not_made_yet, timeout=TEMPLATE_TIMEOUT_S, interval=0.5)
+    [template] = taken
     model.delete("template")
     pods = Collection(api_client, namespace, "pods")
     try:
@@ -193,6 +202,12 @@ def take_template(api_client: client.ApiClient, namespace: str) -> PeerTemplate:
     finally:
         pods.close()
     return template
+
+
+def still_there(collections: list[Collection]) -> str:
+    """What of `collections` is not gone yet ("" once all are empty), for wait_for."""
+    left = [f"{count} {c.kind}" for c in collections if (count := len(c.snapshot()))]
+    return f"the last {', '.join(left)} to go" if left else ""
 
 
 def count_children(api_client: client.ApiClient, namespace: str) -> int:
@@ -279,20 +294,23 @@ def run_phases(
             operator.start()
             replan = wait_quiet(operator.pid, since=started, limit_s=600)
             extra["rss_restarted_mib"] = rss_mib(operator.pid)
-            phases["restart"] = probe_env.finish(time.monotonic() - started, replan_s=replan)
+            # The phase lasts until the operator went quiet; the window wait_quiet then watched
+            # to be sure is not the operator's time. Writes are still counted to here.
+            phases["restart"] = probe_env.finish(replan, replan_s=replan)
             log(f"  re-planned after {replan:.1f}s")
             pid = operator.pid
 
         log("  delete all")
-        probe = Probe(env, pid)
-        started = time.monotonic()
-        pods = Collection(api_client, namespace, "pods")
+        # Listed before the clock starts: the phase times the deletes, not the watches' setup.
+        dependents = [Collection(api_client, namespace, k) for k in DELETED_WITH_THE_OBJECTS]
         try:
+            probe = Probe(env, pid)
+            started = time.monotonic()
             burst(system.delete, names)
-            objects.wait(lambda objs: not objs, timeout=PHASE_TIMEOUT_S, what=f"no {system.kind}")
-            pods.wait(lambda objs: not objs, timeout=PHASE_TIMEOUT_S, what="no pods")
+            wait_for(lambda: still_there([objects, *dependents]), timeout=PHASE_TIMEOUT_S)
         finally:
-            pods.close()
+            for dependent in dependents:
+                dependent.close()
         wall = time.monotonic() - started
         log(f"  all gone after {wall:.1f}s")
         wait_quiet(pid)

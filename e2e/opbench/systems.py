@@ -7,6 +7,7 @@ Each knows how to create N objects, change their spec, delete them, and when the
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,6 +16,10 @@ from kubernetes import client
 from opbench.cluster import Obj
 
 GROUP, VERSION, PLURAL = "serving.davit.dev", "v1alpha1", "modeldeployments"
+# What goes with either system's objects when they are deleted, so the delete phase waits for it
+# too: Davit's Services and PDBs by garbage collection, the peer's by its own deletes, the pods by
+# their ReplicaSets'. Each system has a namespace to itself, so all of them are the system's.
+DELETED_WITH_THE_OBJECTS = ("services", "poddisruptionbudgets", "pods")
 
 
 def model_spec(version: str) -> dict[str, Any]:
@@ -217,25 +222,38 @@ class PlainChildren(PlainDeployments):
         self._policy.delete_namespaced_pod_disruption_budget(name, self._namespace)
 
 
+class TemplateIncompleteError(LookupError):
+    """The operator has not made every child of the template model yet; says which it has not."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(" and ".join(missing))
+        self.missing = missing
+
+
+def missing_children(children: Mapping[str, Sequence[object]]) -> list[str]:
+    """The kinds of which `children` (found objects by kind) has none, in its order."""
+    return [kind for kind, found in children.items() if not found]
+
+
 def peer_template(api_client: client.ApiClient, namespace: str, model: str) -> PeerTemplate:
     """What Davit made for `model`, without Davit's labels, selectors and server-set fields.
-    Raises ValueError while the operator has not made all of it yet."""
+    Raises TemplateIncompleteError while the operator has not made all of it yet."""
     selector = f"davit.dev/model={model}"
-    [deployment] = (
-        client.AppsV1Api(api_client)
+    children = {
+        "Deployment": client.AppsV1Api(api_client)
         .list_namespaced_deployment(namespace, label_selector=selector)
-        .items
-    )
-    [service] = (
-        client.CoreV1Api(api_client)
+        .items,
+        "Service": client.CoreV1Api(api_client)
         .list_namespaced_service(namespace, label_selector=selector)
-        .items
-    )
-    [pdb] = (
-        client.PolicyV1Api(api_client)
+        .items,
+        "PodDisruptionBudget": client.PolicyV1Api(api_client)
         .list_namespaced_pod_disruption_budget(namespace, label_selector=selector)
-        .items
-    )
+        .items,
+    }
+    if missing := missing_children(children):
+        raise TemplateIncompleteError(missing)
+    # One of each for a new model; more would be a bug in the operator, not a wait.
+    [deployment], [service], [pdb] = children.values()
     pod: Obj = api_client.sanitize_for_serialization(deployment.spec.template)
     pod["metadata"] = {"annotations": pod["metadata"].get("annotations", {})}
     service_spec: Obj = api_client.sanitize_for_serialization(service.spec)
