@@ -1,6 +1,7 @@
 """The operator's picture of the cluster: ModelDeployments and their children, by model.
 
-Fed by watch events (kopf's streams, handlers.py) and by LIST snapshots (kube.py). Pure data:
+Fed by watch events (kopf's for the models, informers.py for the rest) and by LIST snapshots
+(informers.py). Pure data:
 no I/O, no clock. Each feed returns the models whose picture changed, for the scheduler to wake.
 
 Why snapshots as well as events: when a watch expires (HTTP 410, e.g. after the API server was
@@ -100,11 +101,16 @@ class ClusterCache:
         return self._drop(kind, ref)
 
     def replace(
-        self, kind: str, objects: Iterable[dict[str, Any]], list_version: int | None
+        self,
+        kind: str,
+        objects: Iterable[dict[str, Any]],
+        list_version: int | None,
+        namespace: str | None = None,
     ) -> set[Key]:
-        """A LIST snapshot of every object of `kind` (that the operator watches).
+        """A LIST snapshot of every object of `kind` (that the operator watches) in `namespace`,
+        or in every namespace when it is None.
 
-        Objects absent from it are dropped unless they are newer than the snapshot.
+        Objects of that scope absent from it are dropped unless they are newer than the snapshot.
         """
         listed: set[ObjectKey] = set()
         touched: set[Key] = set()
@@ -113,7 +119,7 @@ class ClusterCache:
             listed.add((metadata.get("namespace") or "", metadata.get("name") or ""))
             touched |= self.upsert(kind, obj)
         for ref, entry in list(self._objects.get(kind, {}).items()):
-            if ref in listed:
+            if ref in listed or (namespace is not None and ref[0] != namespace):
                 continue
             newer = (
                 list_version is not None

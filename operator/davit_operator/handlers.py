@@ -1,13 +1,15 @@
 """kopf handlers: thin glue between the watch streams, the cluster cache and the scheduler.
 
-kopf only watches. Every watch event of a ModelDeployment, or of a child or pod carrying the
-model label, updates the cluster cache and wakes the models it touched; the scheduler runs one
-`Controller.reconcile` for a burst of them. No kopf change handlers, timers or finalizers: kopf
-writes nothing to a ModelDeployment, and children go with their owner by garbage collection.
+kopf watches the ModelDeployments; the operator's own informers (informers.py) watch their
+children and pods, which carry most of the events. Every event updates the cluster cache and
+wakes the models it touched; the scheduler runs one `Controller.reconcile` for a burst of them.
+No kopf change handlers, timers or finalizers: kopf writes nothing to a ModelDeployment, and
+children go with their owner by garbage collection.
 
-The cache is filled from LIST snapshots before the first pass (so a restart re-plans every model
-once, from complete caches), and again whenever kopf re-lists a kind (after a watch expired, e.g.
-when the API server was away): kopf reports the objects that exist, never those deleted meanwhile.
+The cache is filled by listing every kind before the first pass (so a restart re-plans every
+model once, from complete caches). The informers list again after a watch expired; kopf does
+too for the ModelDeployments, but reports only the objects that exist, never those deleted
+meanwhile, so its re-listing is followed by a LIST of our own that drops such ghosts.
 """
 
 from __future__ import annotations
@@ -20,29 +22,21 @@ from typing import Any
 
 import kopf
 
-from davit_operator import api, naming
-from davit_operator.caches import MODEL_KIND, POD_KIND, ClusterCache, Key
+from davit_operator import api
+from davit_operator.caches import CHILD_KINDS, MODEL_KIND, POD_KIND, ClusterCache, Key
 from davit_operator.config import OperatorConfig
 from davit_operator.controller import Controller
+from davit_operator.informers import Informer
 from davit_operator.kube import Kube
 from davit_operator.scheduler import Backoff, Scheduler, retry_delay
 
 logger = logging.getLogger(__name__)
 
-CHILDREN = {naming.MODEL_LABEL: kopf.PRESENT}
 # A re-listing arrives as a burst of events; one snapshot after it has settled is enough.
 SNAPSHOT_SETTLE_SECONDS = 2.0
 SNAPSHOT_RETRY = Backoff(first_seconds=1, max_seconds=30)
-
-# (group, version, plural) per kind the operator watches.
-WATCHED_KINDS: dict[str, tuple[str, str, str]] = {
-    MODEL_KIND: (api.GROUP, api.VERSION, api.PLURAL),
-    "Deployment": ("apps", "v1", "deployments"),
-    "Service": ("", "v1", "services"),
-    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
-    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
-    POD_KIND: ("", "v1", "pods"),
-}
+# Kinds watched by the operator's informers rather than by kopf.
+INFORMED_KINDS = (*CHILD_KINDS, POD_KIND)
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,46 +53,41 @@ def _copy_list(value: Any) -> Any:
     return value
 
 
-class Snapshots:
-    """LIST snapshots of every watched kind into the cache, waking the models that changed."""
-
-    def __init__(
-        self, kube: Kube, cache: ClusterCache, scheduler: Scheduler[Key], config: OperatorConfig
-    ) -> None:
-        self._kube, self._cache, self._scheduler = kube, cache, scheduler
-        self._namespaces = config.namespaces
-        self._pending: asyncio.Task[None] | None = None
-
-    async def take(self) -> None:
-        for kind in WATCHED_KINDS:
-            objects, version = await self._kube.list_kind(kind, self._namespaces)
-            for key in self._cache.replace(kind, objects, version):
-                self._scheduler.wake(key)
-
-    async def take_until_done(self) -> None:
-        """At start: the operator cannot do anything useful before one snapshot succeeded."""
-        failures = 0
+async def list_until_done(informers: list[Informer]) -> None:
+    """At start: the operator cannot do anything useful before every kind has been listed."""
+    failures = 0
+    for informer in informers:
         while True:
             try:
-                await self.take()
-                return
+                await informer.list()
+                break
             except Exception as error:
                 failures += 1
                 delay = retry_delay(failures, SNAPSHOT_RETRY)
-                logger.warning("listing the cluster failed (retry in %.0fs): %r", delay, error)
+                logger.warning(
+                    "listing %s failed (retry in %.0fs): %r", informer.name, delay, error
+                )
                 await asyncio.sleep(delay)
 
+
+class ModelSnapshots:
+    """After kopf re-listed the ModelDeployments: a LIST of our own, once it has settled."""
+
+    def __init__(self, listers: list[Informer]) -> None:
+        self._listers = listers
+        self._pending: asyncio.Task[None] | None = None
+
     def request(self) -> None:
-        """A re-listing is under way: take a snapshot once it has settled."""
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.create_task(self._settled(), name="davit snapshot")
+            self._pending = asyncio.create_task(self._settled(), name="davit model snapshot")
 
     async def _settled(self) -> None:
         await asyncio.sleep(SNAPSHOT_SETTLE_SECONDS)
         try:
-            await self.take()
+            for lister in self._listers:
+                await lister.list()
         except Exception as error:  # the next re-listing (kopf retries) asks again
-            logger.warning("listing the cluster failed: %r", error)
+            logger.warning("listing the ModelDeployments failed: %r", error)
 
     async def stop(self) -> None:
         if self._pending is not None:
@@ -116,7 +105,20 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
         concurrency=config.worker_limit,
         settle_seconds=config.settle_seconds,
     )
-    snapshots = Snapshots(kube, cache, scheduler, config)
+    namespaces = config.namespaces or ("*",)  # "*": the whole cluster
+
+    def wake_settled(key: Key) -> None:
+        # Children's and pods' events settle, so that their flurry gives one pass.
+        scheduler.wake(key, settle=True)
+
+    informers = [
+        Informer(kind, namespace, kube, cache, wake_settled)
+        for kind in INFORMED_KINDS
+        for namespace in namespaces
+    ]
+    # The ModelDeployments are listed the same way, and watched by kopf.
+    model_listers = [Informer(MODEL_KIND, ns, kube, cache, scheduler.wake) for ns in namespaces]
+    snapshots = ModelSnapshots(model_listers)
     running: list[asyncio.Task[None]] = []
 
     # A private registry has none of kopf's default login handlers. In a pod the service
@@ -128,10 +130,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     # Startup handlers finish before kopf starts watching: the first passes see complete caches.
     @kopf.on.startup(registry=registry)
     async def start_scheduler(**_: Any) -> None:
-        await snapshots.take_until_done()
+        await list_until_done([*model_listers, *informers])
         for key in cache.models():
             scheduler.wake(key)  # a restart re-plans every model once
         running.append(asyncio.create_task(scheduler.run(), name="davit scheduler"))
+        for informer in informers:  # each watches from the version it listed at
+            running.append(asyncio.create_task(informer.run(), name=f"davit {informer.name}"))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_scheduler(**_: Any) -> None:
@@ -141,29 +145,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def watch(kind: str) -> None:
-        group, version, plural = WATCHED_KINDS[kind]
-        resource = (group, version, plural) if group else (version, plural)
-        labels = None if kind == MODEL_KIND else CHILDREN
-
-        # async: kopf runs sync handlers in threads, and the cache and scheduler belong to the loop.
-        async def observe_event(*, event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-            kind_of_event = event.get("type")
-            obj = _plain(body)
-            if kind_of_event == "DELETED":
-                touched = cache.delete(kind, obj)
-            else:
-                touched = cache.upsert(kind, obj)
-            if kind_of_event is None:  # kopf is (re-)listing this kind
-                snapshots.request()
-            # A change to the model itself (a user's) runs at once; children's and pods' events
-            # settle, so that their flurry gives one pass.
-            for key in touched:
-                scheduler.wake(key, settle=kind != MODEL_KIND)
-
-        kopf.on.event(*resource, id=f"observe-{plural}", labels=labels, registry=registry)(
-            observe_event
-        )
-
-    for kind in WATCHED_KINDS:
-        watch(kind)
+    # async: kopf runs sync handlers in threads, and the cache and scheduler belong to the loop.
+    @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="observe-models", registry=registry)
+    async def observe_model(*, event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        kind_of_event = event.get("type")
+        obj = _plain(body)
+        if kind_of_event == "DELETED":
+            touched = cache.delete(MODEL_KIND, obj)
+        else:
+            touched = cache.upsert(MODEL_KIND, obj)
+        if kind_of_event is None:  # kopf is (re-)listing
+            snapshots.request()
+        # A change to the model itself (a user's) runs its pass at once.
+        for key in touched:
+            scheduler.wake(key)

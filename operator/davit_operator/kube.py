@@ -1,6 +1,7 @@
 """The only module that talks to the Kubernetes API server for Davit's own writes.
 
-Reads come from kopf's watch-backed indices (handlers.py), so an idle pass costs nothing; writes
+Its lists and watches feed the informers (informers.py), so a pass reads a cache and an idle one
+costs nothing; writes
 are server-side apply with one field manager, status merge patches, deletes that tolerate
 "already gone", and Events recorded as davit-operator. Each write returns what the server
 answered, so a pass can believe its own write before the watch event arrives.
@@ -8,29 +9,37 @@ answered, so a pass can believe its own write before the watch event arrives.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import uuid
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 from lightkube import AsyncClient, operators
 from lightkube.core.exceptions import ApiError, NotReadyError
-from lightkube.core.resource import NamespacedResource
-from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Event as EventResource
-from lightkube.resources.core_v1 import Pod, Service
-from lightkube.resources.policy_v1 import PodDisruptionBudget
-from lightkube.types import PatchType
+from lightkube.core.selector import build_selector
+from lightkube.generic_resource import GenericNamespacedResource, create_namespaced_resource
+from lightkube.types import PatchType, on_error_raise
 
 from davit_operator import api, naming
 from davit_operator.planners.reconcile import ChildRef, Event
 
+# Every resource is generic: its objects are the plain dicts the server sent (lightkube decodes
+# them with msgspec, no model classes), because the operator keeps and diffs dicts. Parsing into
+# lightkube's models and back with to_dict() cost more than the request itself under load.
 ModelDeploymentResource = create_namespaced_resource(api.GROUP, api.VERSION, api.KIND, api.PLURAL)
+Deployment = create_namespaced_resource("apps", "v1", "Deployment", "deployments")
+Service = create_namespaced_resource("", "v1", "Service", "services")
+PodDisruptionBudget = create_namespaced_resource(
+    "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"
+)
+HorizontalPodAutoscaler = create_namespaced_resource(
+    "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"
+)
+Pod = create_namespaced_resource("", "v1", "Pod", "pods")
+EventResource = create_namespaced_resource("", "v1", "Event", "events")
 
 # Every kind Davit creates, and the RBAC rule in charts/ that allows it (apply = patch + create).
-RESOURCES: dict[tuple[str, str], type[NamespacedResource]] = {
+RESOURCES: dict[tuple[str, str], type[GenericNamespacedResource]] = {
     ("apps/v1", "Deployment"): Deployment,
     ("v1", "Service"): Service,
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
@@ -39,11 +48,22 @@ RESOURCES: dict[tuple[str, str], type[NamespacedResource]] = {
 
 
 # What the operator watches, by kind: what it creates, plus pods and ModelDeployments.
-WATCHED: dict[str, tuple[str, type[NamespacedResource]]] = {
+WATCHED: dict[str, tuple[str, type[GenericNamespacedResource]]] = {
     api.KIND: (f"{api.GROUP}/{api.VERSION}", ModelDeploymentResource),
     **{kind: (api_version, resource) for (api_version, kind), resource in RESOURCES.items()},
     "Pod": ("v1", Pod),
 }
+
+# Objects per LIST request: a start-up or relist of thousands comes in pages, not one response
+# the size of the whole cluster.
+LIST_PAGE = 500
+
+WatchEvent = tuple[str, dict[str, Any]]  # (ADDED | MODIFIED | DELETED | BOOKMARK, object)
+
+
+def _selector(kind: str) -> dict[str, Any] | None:
+    """Children and pods are watched by the model label; ModelDeployments all."""
+    return None if kind == api.KIND else {naming.MODEL_LABEL: operators.exists()}
 
 
 class UnknownKindError(ValueError):
@@ -60,7 +80,7 @@ def _is_namespace_terminating(error: ApiError) -> bool:
     return error.status.code == 403 and any(c.reason == "NamespaceTerminating" for c in causes)
 
 
-def _resource(api_version: str, kind: str) -> type[NamespacedResource]:
+def _resource(api_version: str, kind: str) -> type[GenericNamespacedResource]:
     try:
         return RESOURCES[(api_version, kind)]
     except KeyError:
@@ -89,7 +109,7 @@ class Kube:
             if _is_namespace_terminating(error):
                 raise NamespaceTerminatingError(str(error.status.message)) from error
             raise
-        return cast(dict[str, Any], cast(Any, applied).to_dict())
+        return dict(applied)
 
     async def scale(self, ref: ChildRef, replicas: int) -> str:
         """Set a Deployment's replicas through its scale subresource; its new resourceVersion."""
@@ -102,7 +122,8 @@ class Kube:
             namespace=ref.namespace,
             patch_type=PatchType.MERGE,
         )
-        return str(scaled.metadata.resourceVersion if scaled.metadata else "")
+        metadata = scaled.metadata
+        return str(metadata.resourceVersion if metadata else "")
 
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any]
@@ -115,7 +136,7 @@ class Kube:
             namespace=namespace,
             patch_type=PatchType.MERGE,
         )
-        return cast(dict[str, Any], cast(Any, patched).to_dict())
+        return dict(patched)
 
     async def patch_metadata(
         self, namespace: str, name: str, patch: dict[str, Any]
@@ -124,7 +145,7 @@ class Kube:
         patched = await self._client.patch(
             ModelDeploymentResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
         )
-        return cast(dict[str, Any], cast(Any, patched).to_dict())
+        return dict(patched)
 
     async def record_event(self, involved: dict[str, Any], event: Event) -> None:
         """A core/v1 Event about `involved` (a ModelDeployment), from davit-operator."""
@@ -156,7 +177,7 @@ class Kube:
             "count": 1,
         }
         try:
-            await self._client.create(cast(EventResource, EventResource.from_dict(body)))
+            await self._client.create(EventResource.from_dict(body))
         except ApiError as error:
             if _is_namespace_terminating(error):
                 return  # nobody will read it
@@ -171,26 +192,47 @@ class Kube:
             if error.status.code != 404:
                 raise
 
-    async def list_kind(
-        self, kind: str, namespaces: tuple[str, ...]
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """Every watched object of `kind` (children: those with the model label) and the
-        snapshot's resourceVersion (the smallest, over several namespaces)."""
+    async def list_kind(self, kind: str, namespace: str) -> tuple[list[dict[str, Any]], str | None]:
+        """Every watched object of `kind` in `namespace` ("*": all of them; children: those with
+        the model label), read in pages, and the resourceVersion to watch from after it."""
         api_version, resource = WATCHED[kind]
-        labels: dict[str, Any] | None = (
-            None if kind == api.KIND else {naming.MODEL_LABEL: operators.exists()}
+        listing = self._client.list(
+            resource, namespace=namespace, labels=_selector(kind), chunk_size=LIST_PAGE
         )
-        objects: list[dict[str, Any]] = []
-        versions: list[int] = []
-        for namespace in namespaces or ("*",):
-            listing = self._client.list(resource, namespace=namespace, labels=labels)
-            async for item in listing:
-                obj = cast(dict[str, Any], cast(Any, item).to_dict())
-                objects.append({**obj, "apiVersion": api_version, "kind": kind})
-            # An empty list may carry no version: then there is nothing to compare against.
-            with contextlib.suppress(ValueError, TypeError, NotReadyError):
-                versions.append(int(listing.resourceVersion))
-        return objects, (min(versions) if versions else None)
+        objects = [{**item, "apiVersion": api_version, "kind": kind} async for item in listing]
+        # An empty list may carry no version: the watch then starts from the present.
+        try:
+            version: str | None = listing.resourceVersion
+        except NotReadyError:
+            version = None
+        return objects, version or None
+
+    async def watch_kind(
+        self, kind: str, namespace: str, resource_version: str | None, timeout_seconds: int
+    ) -> AsyncIterator[WatchEvent]:
+        """The changes to `kind` in `namespace` after `resource_version`, with bookmarks, for as
+        long as it takes: the server ends each watch request after about `timeout_seconds` and
+        the next one starts where it ended. Raises ApiError 410 when the version has expired
+        (list again), or whatever the connection raises when the API server is gone."""
+        _, resource = WATCHED[kind]
+        # lightkube's own watch() has no parameter for bookmarks; its request builder and watch
+        # loop do. Bookmarks keep the version fresh on quiet kinds, so that a reconnect after an
+        # outage resumes instead of relisting.
+        generic = self._client._client
+        request = generic.prepare_request(
+            "list",
+            res=resource,
+            namespace=namespace,
+            watch=True,
+            params={
+                "resourceVersion": resource_version,
+                "labelSelector": build_selector(labels) if (labels := _selector(kind)) else None,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": timeout_seconds,
+            },
+        )
+        async for event_type, obj in generic.watch(request, on_error=on_error_raise):
+            yield event_type, dict(obj)
 
     async def close(self) -> None:
         await self._client.close()

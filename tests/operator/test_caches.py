@@ -94,3 +94,14 @@ def test_models_and_pods() -> None:
     assert [(p.name, p.revision) for p in cache.pods((ML, "resnet"))] == [("resnet-abc-1", "abc")]
     assert cache.children((ML, "resnet")) == {}
     assert cache.models() == [(ML, "resnet")]
+
+
+def test_a_snapshot_of_one_namespace_leaves_the_other_namespaces_alone() -> None:
+    # With a list of watched namespaces, each namespace is listed (and relisted after a 410)
+    # on its own: its snapshot says nothing of the others.
+    cache = ClusterCache()
+    cache.upsert("Service", svc(namespace="a"))
+    cache.upsert("Service", svc(namespace="b"))
+    assert cache.replace("Service", [], list_version=100, namespace="a") == {("a", "resnet")}
+    assert cache.children(("a", "resnet")) == {}
+    assert list(cache.children(("b", "resnet"))) == [("Service", "resnet")]
