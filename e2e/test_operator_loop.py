@@ -311,9 +311,10 @@ def test_a_crash_looping_container_shows_the_runtimes_refusal_in_status(
 
 
 # Issue 6: the API server stopped for 2 minutes; after it returns, the operator resumes within
-# 30 s without a restart. Last in this file: every other test needs the API server. kwokctl
-# chose the cluster's ports when it made it: a second local cluster started on this machine
-# during the outage (another checkout's) can take them, and this cluster cannot come back.
+# 30 s without a restart, through the forced watch expiry (410) that the restart brings. Last in
+# this file: every other test needs the API server. kwokctl chose the cluster's ports when it
+# made it: a second local cluster started on this machine during the outage (another
+# checkout's) can take them, and this cluster cannot come back.
 OUTAGE_SECONDS = float(os.environ.get("DAVIT_E2E_OUTAGE_SECONDS", "120"))
 RESUME_SECONDS = 30
 
@@ -331,6 +332,7 @@ def test_the_operator_rides_out_an_api_server_outage(
     wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="resnet Ready")
     core = client.CoreV1Api(api_client)
 
+    log_before = len(operator.log())
     # The whole control plane goes (etcd and kube-apiserver with it); its data stays.
     kwokctl(kube_env, "stop", "cluster", "--name", "davit")
     try:
@@ -357,6 +359,11 @@ def test_the_operator_rides_out_an_api_server_outage(
         what="the model at 2/2 after the outage",
     )
     print(f"2/2 {time.monotonic() - back:.1f}s after the API server returned")
+    # The new API server's watch cache starts at the present, so every watch resumed from before
+    # the outage had expired (410 Gone): what the steps above passed through is the relist.
+    log = operator.log()[log_before:]
+    for kind in ("Deployment", "Service", "Pod"):
+        assert f"the watch of {kind} expired (410 Gone): listing again" in log
     assert operator.running()
     assert len(deployments(api_client, namespace, "resnet")) == 1
     assert len(of_model(core.list_namespaced_service, namespace, "resnet")) == 1

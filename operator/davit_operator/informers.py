@@ -146,5 +146,10 @@ class Informer:
         else:
             touched = set()  # BOOKMARK: only the version moves on
         self._version = _version_of(obj) or self._version
+        if logger.isEnabledFor(logging.DEBUG):  # which side stalls, when a model does
+            name = (obj.get("metadata") or {}).get("name")
+            logger.debug(
+                "%s: %s %s at %s wakes %s", self.name, event_type, name, self._version, touched
+            )
         for key in touched:
             self._wake(key)
