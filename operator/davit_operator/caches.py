@@ -1,8 +1,8 @@
 """The operator's picture of the cluster: ModelDeployments and their children, by model.
 
 Fed by watch events (kopf's for the models, informers.py for the rest) and by LIST snapshots
-(informers.py). Pure data:
-no I/O, no clock. Each feed returns the models whose picture changed, for the scheduler to wake.
+(informers.py). Pure data: no I/O, no clock. Each feed returns the models whose picture changed,
+for the scheduler to wake.
 
 Why snapshots as well as events: when a watch expires (HTTP 410, e.g. after the API server was
 away), kopf lists again but reports only the objects that exist — an object deleted meanwhile is

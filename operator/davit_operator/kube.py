@@ -1,10 +1,9 @@
 """The only module that talks to the Kubernetes API server for Davit's own writes.
 
 Its lists and watches feed the informers (informers.py), so a pass reads a cache and an idle one
-costs nothing; writes
-are server-side apply with one field manager, status merge patches, deletes that tolerate
-"already gone", and Events recorded as davit-operator. Each write returns what the server
-answered, so a pass can believe its own write before the watch event arrives.
+costs nothing; writes are server-side apply with one field manager, status merge patches,
+deletes that tolerate "already gone", and Events recorded as davit-operator. Each write returns
+what the server answered, so a pass can believe its own write before the watch event arrives.
 """
 
 from __future__ import annotations
