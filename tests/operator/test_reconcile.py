@@ -113,7 +113,8 @@ def test_available_target_becomes_stable() -> None:
     plan = reconcile.plan(model, observed(deployment(model, ready=2)), CONFIG, NOW)
     assert plan.status["stableRevision"] == target_of(model)
     assert plan.status["revisions"][0]["outcome"] == "Stable"
-    assert {"RevisionAvailable", "AllReplicasReady"} <= {e.reason for e in plan.events}
+    # Ready turning True is not a third Event: RevisionAvailable says it.
+    assert [e.reason for e in plan.events] == ["RevisionCreated", "RevisionAvailable"]
 
 
 def test_idle_pass_changes_nothing() -> None:
@@ -334,3 +335,60 @@ def test_a_replica_change_scales_the_deployment_and_leaves_its_template_alone() 
     plan = reconcile.plan(settled, Observed(deployments=(by_hand,), children=applied), CONFIG, NOW)
     assert plan.apply == []
     assert [s.replicas for s in plan.scale] == [2]
+
+
+# ---- Events over a model's life: one per transition, none a user would call noise ----------
+
+V3 = md(replicas=2)
+V4 = md(replicas=2, model={"uri": "pvc://models/resnet/v4", "version": "v4"})
+NOTHING = Observed()
+V3_READY = observed(deployment(V3, ready=2))
+V3_SHORT = observed(deployment(V3, ready=1))
+V4_STARTING = observed(deployment(V3, ready=2), deployment(V4))
+V4_READY = observed(deployment(V3, ready=2), deployment(V4, ready=2))
+
+
+@dataclass(frozen=True)
+class LifeCase:
+    reason: str
+    # (the spec as the user left it, what the cache holds) per pass; status carries over.
+    passes: list[tuple[api.ModelDeployment, Observed]]
+    want: list[tuple[str, str]]  # the last pass's Events: (type, reason)
+
+
+LIFE = [
+    LifeCase("a new model's first pass announces its revision",
+             [(V3, NOTHING)], [("Normal", "RevisionCreated")]),
+    # Ready turning True says the same as RevisionAvailable: one Event, not two.
+    LifeCase("the first revision comes up",
+             [(V3, NOTHING), (V3, V3_READY)], [("Normal", "RevisionAvailable")]),
+    # Ready falls to RolloutInProgress; the rollout is not a Warning, RevisionCreated says it.
+    LifeCase("a spec change starts a rollout",
+             [(V3, NOTHING), (V3, V3_READY), (V4, V3_READY)], [("Normal", "RevisionCreated")]),
+    LifeCase("a rollout still on its way says nothing more",
+             [(V3, NOTHING), (V3, V3_READY), (V4, V3_READY), (V4, V4_STARTING)], []),
+    LifeCase("the new revision takes over and the old one goes",
+             [(V3, NOTHING), (V3, V3_READY), (V4, V3_READY), (V4, V4_READY)],
+             [("Normal", "RevisionAvailable"), ("Normal", "RevisionRetired")]),
+    LifeCase("a serving model loses a replica",
+             [(V3, NOTHING), (V3, V3_READY), (V3, V3_SHORT)], [("Warning", "ReplicasNotReady")]),
+    LifeCase("and gets it back",
+             [(V3, NOTHING), (V3, V3_READY), (V3, V3_SHORT), (V3, V3_READY)],
+             [("Normal", "AllReplicasReady")]),
+    LifeCase("an idle pass",
+             [(V3, NOTHING), (V3, V3_READY), (V3, V3_READY)], []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", LIFE, ids=[c.reason for c in LIFE])
+def test_events_over_a_models_life(case: LifeCase) -> None:
+    status: dict[str, Any] = {}
+    events: list[tuple[str, str]] = []
+    for spec_of, obs in case.passes:
+        model = spec_of.model_copy(
+            update={"status": api.ModelDeploymentStatus.model_validate(status)}
+        )
+        plan = reconcile.plan(model, obs, CONFIG, NOW)
+        status = {**status, **plan.status}
+        events = [(e.type, e.reason) for e in plan.events]
+    assert events == case.want

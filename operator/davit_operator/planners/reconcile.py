@@ -18,6 +18,9 @@ from davit_operator.planners.observe import DeploymentState, Observed, PodState
 GPU_SHORTAGE_MARKER = f"Insufficient {children.GPU_RESOURCE}"
 # Ready's reason when the API server refuses a child that the spec asks for.
 INVALID_SPEC = "InvalidSpec"
+# Ready's reason while a new revision rolls out, and the Event of the revision taking over.
+ROLLOUT_IN_PROGRESS = "RolloutInProgress"
+REVISION_AVAILABLE = "RevisionAvailable"
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,7 @@ def plan_revisions(
             history = revision.promote(history, target.revision)
             events.append(
                 Event(
-                    "Normal", "RevisionAvailable", f"revision {target.revision} serves all traffic"
+                    "Normal", REVISION_AVAILABLE, f"revision {target.revision} serves all traffic"
                 )
             )
         stable = target.revision
@@ -310,7 +313,7 @@ def plan_phase(target: Target, stable: str | None, observed: Observed) -> Verdic
     if loaded is False and target_ready < replicas:
         return verdict(api.Phase.DEGRADED, load_reason, load_message)
     if rolling:
-        reason = sched_reason if scheduled is False else "RolloutInProgress"
+        reason = sched_reason if scheduled is False else ROLLOUT_IN_PROGRESS
         return verdict(
             api.Phase.PROGRESSING, reason, f"revision {rev}: {target_ready}/{replicas} ready"
         )
@@ -351,7 +354,7 @@ def plan_conditions(
         condition(
             api.ConditionType.PROGRESSING,
             rolling,
-            "RolloutInProgress" if rolling else "RolloutComplete",
+            ROLLOUT_IN_PROGRESS if rolling else "RolloutComplete",
             f"revision {rev} rolling out" if rolling else f"revision {rev} is serving",
         ),
         condition(
@@ -419,7 +422,8 @@ def plan(
         scale=child_changes.scale,
         delete=child_changes.delete + revisions.delete,
         status=status_patch(status, new_status),
-        events=revisions.events + transition_events(status.conditions, conditions),
+        events=revisions.events
+        + transition_events(status.conditions, conditions, revisions.events),
     )
 
 
@@ -456,18 +460,24 @@ def hpa_name(hpa: dict[str, Any]) -> str:
     return str(hpa["metadata"]["name"])
 
 
-def transition_events(previous: list[api.Condition], current: list[api.Condition]) -> list[Event]:
+def transition_events(
+    previous: list[api.Condition], current: list[api.Condition], revision_events: list[Event]
+) -> list[Event]:
     """An Event when Ready changes to or from True, and when Scheduled or ModelLoaded turns
     False (once per transition, not on every pass).
 
-    Ready often falls for the very reason Scheduled or ModelLoaded gives, in the same pass or a
-    later one: then that condition's Event has said it, and Ready's is left out.
+    Ready's own Event is left out where another Event says it, so that `kubectl describe`
+    tells each thing once: Ready rising with its revision's RevisionAvailable (this pass);
+    Ready falling for the reason a False Scheduled or ModelLoaded gives (this pass or an
+    earlier one); Ready falling because a rollout began, which RevisionCreated announces and
+    which is no cause for a Warning.
     """
     before = {c.type: c.status for c in previous}
     warn_when_false = {api.ConditionType.SCHEDULED, api.ConditionType.MODEL_LOADED}
     told = {
         (c.reason, c.message) for c in current if c.type in warn_when_false and c.status == "False"
     }
+    revision_available = any(e.reason == REVISION_AVAILABLE for e in revision_events)
     events = []
     for condition in current:
         if before.get(condition.type, "Unknown") == condition.status:
@@ -476,9 +486,12 @@ def transition_events(previous: list[api.Condition], current: list[api.Condition
             events.append(Event("Warning", condition.reason, condition.message))
         elif condition.type == api.ConditionType.READY:
             if condition.status == "True":
-                events.append(Event("Normal", condition.reason, condition.message))
-            elif before.get(condition.type) == "True" and (
-                (condition.reason, condition.message) not in told
+                if not revision_available:
+                    events.append(Event("Normal", condition.reason, condition.message))
+            elif (
+                before.get(condition.type) == "True"
+                and condition.reason != ROLLOUT_IN_PROGRESS
+                and (condition.reason, condition.message) not in told
             ):
                 events.append(Event("Warning", condition.reason, condition.message))
     return events
