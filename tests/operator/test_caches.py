@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from davit_operator.caches import ClusterCache
@@ -105,3 +106,26 @@ def test_a_snapshot_of_one_namespace_leaves_the_other_namespaces_alone() -> None
     assert cache.replace("Service", [], list_version=100, namespace="a") == {("a", "resnet")}
     assert cache.children(("a", "resnet")) == {}
     assert list(cache.children(("b", "resnet"))) == [("Service", "resnet")]
+
+
+def test_objects_of_one_template_share_their_keys_and_short_strings() -> None:
+    """A thousand children of one template repeat the same keys and values: the cache keeps
+    one copy of each string (what it holds still equals what the API server sent)."""
+
+    def parsed(name: str) -> dict[str, Any]:  # each as its own JSON document, as watches give
+        body = svc(name, uid=f"uid-{name}")
+        body["spec"] = {"ports": [{"name": "http", "protocol": "TCP", "port": 8080}]}
+        return dict(json.loads(json.dumps(body)))
+
+    cache = ClusterCache()
+    first, second = parsed("resnet"), parsed("resnet-b")
+    cache.upsert("Service", first)
+    cache.upsert("Service", second)
+    stored = cache.children((ML, "resnet"))
+    one, other = stored[("Service", "resnet")], stored[("Service", "resnet-b")]
+    assert one == {**first, "metadata": {k: v for k, v in first["metadata"].items()
+                                          if k != "managedFields"}}  # fmt: skip
+    [port], [other_port] = one["spec"]["ports"], other["spec"]["ports"]
+    assert port.keys() == other_port.keys()
+    assert all(a is b for a, b in zip(port, other_port, strict=True))  # the keys
+    assert port["protocol"] is other_port["protocol"]  # a short value
