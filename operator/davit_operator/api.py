@@ -571,7 +571,7 @@ class ModelDeploymentStatus(ApiModel):
         default=None, description="Pending | Progressing | Healthy | Degraded | Failed."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Available, Progressing, Scheduled."
+        default_factory=list, description="Ready, Available, Progressing, Scheduled, ModelLoaded."
     )
     stable_revision: str | None = Field(
         default=None, description="The revision that serves when no rollout is running."

@@ -21,5 +21,8 @@ class OperatorConfig:
     # before its pass runs (scheduler.WakeQueue; a change to the model itself runs at once): well
     # under the 2 s in which a deleted or hand-scaled child is corrected, and fewer status writes.
     settle_seconds: float = 0.2
+    # How long a status patch that only moves progress (counts, a pod bound) waits for the next
+    # step, to be written with it (planners/status_pacing.py); transitions are written at once.
+    status_hold_seconds: float = 2.0
     service_http_port: int = 8080
     service_grpc_port: int = 8081

@@ -2,7 +2,8 @@
 
 The scheduler calls `Controller.reconcile(key)`, never twice at once for a key. The pass reads
 the cluster cache, plans, and writes: children by server-side apply, status in one merge patch
-when it differs, one Event per transition. Every write's answer goes straight into the cache,
+when it differs (progress alone may wait a little for the next step: planners/status_pacing.py),
+one Event per transition. Every write's answer goes straight into the cache,
 so the next pass sees it even before its watch event arrives (which the cache then ignores as
 not newer): nothing is applied or deleted twice.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx2
@@ -23,7 +25,7 @@ from davit_operator import api
 from davit_operator.caches import ClusterCache, Key
 from davit_operator.config import OperatorConfig
 from davit_operator.kube import Kube, NamespaceTerminatingError
-from davit_operator.planners import observe
+from davit_operator.planners import observe, status_pacing
 from davit_operator.planners.observe import ChildKey
 from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
 from davit_operator.scheduler import RetryLaterError
@@ -46,10 +48,20 @@ def utc_now() -> str:
 
 
 class Controller:
-    def __init__(self, config: OperatorConfig, kube: Kube, cache: ClusterCache) -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        kube: Kube,
+        cache: ClusterCache,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config
         self._kube = kube
         self._cache = cache
+        self._clock = clock
+        # Per model, when the progress-only status patch it holds is due (status_pacing): a
+        # fact of this process's writes, which a restart need not remember.
+        self._status_held: dict[Key, float] = {}
 
     async def reconcile(self, key: Key) -> float | None:
         """One pass; returns the wall-clock time of the next time-based step, if any.
@@ -71,6 +83,7 @@ class Controller:
     async def _pass(self, key: Key) -> float | None:
         body = self._cache.model(key)
         if body is None:
+            self._status_held.pop(key, None)
             return None  # deleted; its children go by garbage collection
         namespace, name = key
         cleanup = observe.legacy_cleanup(body["metadata"])
@@ -100,6 +113,13 @@ class Controller:
             await self._write_status(key, report.status)
             await self._record(body, report.events)
             raise RetryLaterError(str(refused)) from refused
+        progress = status_pacing.is_progress(md.status, changes.status, changes.events)
+        held_until = status_pacing.write_due(
+            progress, self._status_held.get(key), self._clock(), self._config.status_hold_seconds
+        )
+        if held_until is not None:
+            self._status_held[key] = held_until
+            return held_until if changes.wake_at is None else min(held_until, changes.wake_at)
         await self._write_status(key, changes.status)
         await self._record(body, changes.events)
         return changes.wake_at
@@ -107,6 +127,7 @@ class Controller:
     async def _write_status(self, key: Key, status: dict[str, Any]) -> None:
         if status:
             self._cache.upsert(api.KIND, await self._kube.patch_status(*key, status))
+        self._status_held.pop(key, None)  # whatever was held is in this patch, or moot
 
     async def _write_children(
         self, changes: Plan, children: Mapping[ChildKey, dict[str, Any]]

@@ -1,0 +1,147 @@
+"""One reconcile pass end to end, against an in-memory API (writes recorded, a simulated clock):
+what reaches the API server, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from davit_operator import api
+from davit_operator.caches import ClusterCache
+from davit_operator.config import OperatorConfig
+from davit_operator.controller import Controller
+from davit_operator.planners.reconcile import ChildRef, Event
+
+KEY = ("ml", "resnet")
+CONFIG = OperatorConfig(status_hold_seconds=2.0)
+
+
+class RecordingApi:
+    """The writes a pass makes, answered the way the API server would (a new resourceVersion)."""
+
+    def __init__(self, cache: ClusterCache) -> None:
+        self.cache = cache
+        self.version = 100
+        self.status_patches: list[dict[str, Any]] = []
+        self.applied: list[str] = []
+        self.events: list[str] = []
+
+    def _next_version(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(manifest["kind"])
+        meta = {**manifest["metadata"], "uid": f"uid-{manifest['kind']}",
+                "resourceVersion": self._next_version(), "generation": 1}  # fmt: skip
+        return {**manifest, "metadata": meta}
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        self.status_patches.append(status)
+        body = self.cache.model((namespace, name))
+        assert body is not None
+        merged = {**(body.get("status") or {}), **status}
+        meta = {**body["metadata"], "resourceVersion": self._next_version()}
+        return {**body, "metadata": meta, "status": merged}
+
+    async def record_event(self, involved: dict[str, Any], event: Event) -> None:
+        self.events.append(event.reason)
+
+    async def scale(self, ref: ChildRef, replicas: int) -> str:
+        raise AssertionError("no scale expected")
+
+    async def delete(self, ref: ChildRef) -> None:
+        raise AssertionError("no delete expected")
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def model() -> dict[str, Any]:
+    return {
+        "apiVersion": f"{api.GROUP}/{api.VERSION}",
+        "kind": api.KIND,
+        "metadata": {"name": "resnet", "namespace": "ml", "uid": "uid-md", "generation": 1,
+                     "resourceVersion": "1"},
+        "spec": {"model": {"uri": "pvc://models/resnet/v3"}, "replicas": 1},
+    }  # fmt: skip
+
+
+def start() -> tuple[Controller, ClusterCache, RecordingApi, Clock, dict[str, Any]]:
+    """A model after its first pass: children applied, status Progressing written."""
+    cache = ClusterCache()
+    cache.upsert(api.KIND, model())
+    recording = RecordingApi(cache)
+    clock = Clock(1000.0)
+    controller = Controller(CONFIG, recording, cache, clock)  # type: ignore[arg-type]
+    assert asyncio.run(controller.reconcile(KEY)) is None
+    assert recording.applied == ["Deployment", "Service", "PodDisruptionBudget"]
+    assert len(recording.status_patches) == 1
+    [deployment] = [c for (kind, _), c in cache.children(KEY).items() if kind == "Deployment"]
+    return controller, cache, recording, clock, deployment
+
+
+def deployment_with(deployment: dict[str, Any], version: int, **status: int) -> dict[str, Any]:
+    changed = copy.deepcopy(deployment)
+    changed["metadata"]["resourceVersion"] = str(version)
+    changed["status"] = {"observedGeneration": 1, **status}
+    return changed
+
+
+def pod(deployment: dict[str, Any], version: int, *, ready: bool) -> dict[str, Any]:
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    conditions = [{"type": "PodScheduled", "status": "True"}]
+    if ready:
+        conditions.append({"type": "Ready", "status": "True"})
+    return {
+        "metadata": {"name": "resnet-pod", "namespace": "ml", "uid": "uid-pod",
+                     "resourceVersion": str(version), "labels": labels},
+        "status": {"phase": "Running" if ready else "Pending", "conditions": conditions},
+    }  # fmt: skip
+
+
+def test_progress_then_readiness_within_the_hold_is_one_status_write() -> None:
+    controller, cache, recording, clock, deployment = start()
+    # The pod exists and is bound: counts and a condition's reason move, nothing transitions.
+    cache.upsert("Deployment", deployment_with(deployment, 200, replicas=1, updatedReplicas=1))
+    cache.upsert("Pod", pod(deployment, 201, ready=False))
+    clock.now = 1001.0
+    assert asyncio.run(controller.reconcile(KEY)) == 1003.0  # held, the pass comes back then
+    assert len(recording.status_patches) == 1
+    # Ready before the hold ends: one patch carries the progress and the transition.
+    cache.upsert(
+        "Deployment",
+        deployment_with(deployment, 202, replicas=1, updatedReplicas=1, readyReplicas=1,
+                        availableReplicas=1),
+    )  # fmt: skip
+    cache.upsert("Pod", pod(deployment, 203, ready=True))
+    clock.now = 1001.5
+    assert asyncio.run(controller.reconcile(KEY)) is None
+    assert len(recording.status_patches) == 2
+    written = recording.status_patches[1]
+    assert (written["phase"], written["ready"], written["replicas"]) == ("Healthy", "1/1", 1)
+    assert recording.events == ["RevisionCreated", "RevisionAvailable"]
+
+
+def test_progress_alone_is_written_when_the_hold_ends() -> None:
+    controller, cache, recording, clock, deployment = start()
+    cache.upsert("Deployment", deployment_with(deployment, 200, replicas=1, updatedReplicas=1))
+    clock.now = 1001.0
+    assert asyncio.run(controller.reconcile(KEY)) == 1003.0
+    clock.now = 1002.0  # another pod event meanwhile: the hold does not move
+    assert asyncio.run(controller.reconcile(KEY)) == 1003.0
+    assert len(recording.status_patches) == 1
+    clock.now = 1003.0
+    assert asyncio.run(controller.reconcile(KEY)) is None
+    assert len(recording.status_patches) == 2
+    assert recording.status_patches[1]["replicas"] == 1
+    # Written: nothing is held any more, and a pass with nothing new writes nothing.
+    clock.now = 1010.0
+    assert asyncio.run(controller.reconcile(KEY)) is None
+    assert len(recording.status_patches) == 2
