@@ -155,6 +155,14 @@ class OperatorProcess:
             self._proc.wait()
         self._proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when its node dies or it is OOM-killed."""
+        if self._proc is None:
+            return
+        self._proc.kill()
+        self._proc.wait()
+        self._proc = None
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

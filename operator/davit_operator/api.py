@@ -293,6 +293,10 @@ class Autoscaling(ApiModel):
     )
 
 
+# Opens the description of a field the operator accepts but does not act on yet.
+NOT_YET = "Not acted on yet: "
+
+
 class RolloutStrategy(StrEnum):
     CANARY = "canary"
     BLUE_GREEN = "blueGreen"
@@ -325,11 +329,18 @@ class RolloutStep(ApiModel):
     )
 
     set_weight: int | None = Field(
-        default=None, ge=0, le=100, description="Percent of traffic for the new revision."
+        default=None,
+        ge=0,
+        le=100,
+        description="Percent of traffic for the new revision. With traffic.provider none the "
+        "canary gets that share of the replicas (rounded, at least 1) and requests follow ready "
+        "replicas; the step ends once those canary replicas are ready, and stable then shrinks.",
     )
     pause: Pause | None = Field(default=None, description="Wait (a duration, or for promote).")
     analysis: dict[str, Any] | None = Field(
-        default=None, description="Judge the canary now (overrides of rollout.analysis)."
+        default=None,
+        description=NOT_YET + "judge the canary now (overrides of rollout.analysis); until "
+        "analysis is built the rollout holds at this step.",
     )
 
 
@@ -337,9 +348,6 @@ class PrometheusSource(ApiModel):
     """Where analysis reads metrics."""
 
     url: str = Field(default="", description="Prometheus base URL; empty: the router's figures.")
-
-
-NOT_YET = "Not acted on yet: "
 
 
 class Analysis(ApiModel):
@@ -367,17 +375,19 @@ class Analysis(ApiModel):
 class Rollout(ApiModel):
     """How a new revision replaces the stable one.
 
-    Today a new revision replaces the old once all its replicas are available; of these
-    fields only revisionHistoryLimit is acted on (canary steps and analysis are being built)."""
+    With strategy canary and steps, the new revision serves beside stable and takes over step
+    by step; without steps it replaces stable once all its replicas are available."""
 
     strategy: RolloutStrategy = Field(
         default=RolloutStrategy.CANARY,
-        description=NOT_YET + "canary | blueGreen | recreate.",
+        description="canary (the steps; without steps, a plain replacement) | blueGreen | "
+        "recreate (both not acted on yet: a plain replacement).",
     )
     steps: list[RolloutStep] = Field(
         default_factory=list,
         max_length=32,
-        description=NOT_YET + "canary steps, run in order.",
+        description="Canary steps, run in order: setWeight and pause are acted on; an "
+        "analysis step holds the rollout (analysis is not acted on yet).",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
@@ -585,8 +595,8 @@ class ModelDeploymentStatus(ApiModel):
     )
     pause_until: str | None = Field(
         default=None,
-        description=NOT_YET + "when the current timed pause step ends (RFC 3339); absent when "
-        "no timed pause is running.",
+        description="When the current timed pause step ends (RFC 3339); absent when no timed "
+        "pause is running.",
     )
     analysis_started_at: str | None = Field(
         default=None,

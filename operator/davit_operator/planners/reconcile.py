@@ -7,11 +7,12 @@ Pure: no I/O, no clock. The handler applies `Plan.apply`, deletes `Plan.delete`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from davit_operator import api, naming
 from davit_operator.config import OperatorConfig
-from davit_operator.planners import children, revision
+from davit_operator.planners import children, revision, rollout
 from davit_operator.planners.diff import SPEC_HASH_ANNOTATION, semantic_diff
 from davit_operator.planners.observe import DeploymentState, Observed, PodState
 
@@ -188,6 +189,92 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A canary rollout under way: the rollout planner's decision for this pass."""
+
+    stable: str  # the revision that serves beside the canary
+    decision: rollout.Decision
+    events: list[Event]  # the steps this pass completed
+    # Plan again then: the decision's own time (a pause's end), or now when this pass moved
+    # the rollout on, because the next step may be one that no child's change would wake.
+    wake_at: datetime | None
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision.outcome is rollout.Outcome.PROMOTED
+
+
+def plan_canary(
+    target: Target, spec: api.ModelDeploymentSpec, status: api.ModelDeploymentStatus,
+    observed: Observed, now: datetime,
+) -> Canary | None:  # fmt: skip
+    """The rollout planner's decision when the target replaces a stable revision step by step:
+    strategy canary with steps, and a stable revision whose Deployment is there to serve beside
+    it. None otherwise: the target then simply takes over once all its replicas are available.
+
+    Traffic follows ready replicas (provider none), so a weight is a replica split. An analysis
+    step holds the rollout where it is: analysis is not acted on yet, and passing it unjudged
+    would promote a canary nobody measured.
+    """
+    steps, stable = spec.rollout.steps, status.stable_revision
+    if spec.rollout.strategy is not api.RolloutStrategy.CANARY or not steps:
+        return None
+    if stable is None or stable == target.revision:
+        return None
+    stable_deployment = observed.deployment(stable)
+    if stable_deployment is None:
+        return None
+    fresh = status.canary_revision != target.revision
+    state = rollout.RolloutState() if fresh else rollout.RolloutState.of(status)
+    canary_deployment = observed.deployment(target.revision)
+    facts = rollout.Facts(
+        total=target.replicas,
+        stable_ready=stable_deployment.ready_replicas,
+        canary_ready=canary_deployment.ready_replicas if canary_deployment else 0,
+        canary_pending_for_gpus=any(
+            p.scheduled is False and GPU_SHORTAGE_MARKER in p.scheduling_message
+            for p in observed.pods
+            if p.revision == target.revision
+        ),
+    )
+    at = state.step
+    if state.stopped is None and at < len(steps) and _is_analysis(steps[at]):
+        decision = rollout.hold(
+            state,
+            facts,
+            "AnalysisNotActedOn",
+            f"step {at + 1} of {len(steps)} is an analysis step, which Davit does not run yet: "
+            f"the rollout holds at {state.weight} % (remove the step to go on)",
+        )
+    else:
+        decision = rollout.plan_rollout(spec.rollout, state, facts, now)
+    done = range(at, min(decision.state.step, len(steps)))
+    events = [
+        Event(
+            "Normal",
+            "RolloutStepCompleted",
+            f"step {n + 1} of {len(steps)} ({_describe(steps[n])}) completed: {decision.message}",
+        )
+        for n in done
+    ]
+    moved = decision.state != state
+    wake_at = decision.wake_at or (now if moved else None)
+    return Canary(stable=stable, decision=decision, events=events, wake_at=wake_at)
+
+
+def _is_analysis(step: api.RolloutStep) -> bool:
+    return step.set_weight is None and step.pause is None
+
+
+def _describe(step: api.RolloutStep) -> str:
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    if step.pause is not None:
+        return f"pause {step.pause.duration}" if step.pause.duration else "pause"
+    return "analysis"
+
+
+@dataclass(frozen=True)
 class ChildChanges:
     apply: list[dict[str, Any]]
     scale: list[Scale]
@@ -195,14 +282,18 @@ class ChildChanges:
 
 
 def plan_children(
-    target: Target, spec: api.ModelDeploymentSpec, observed: Observed, config: OperatorConfig
-) -> ChildChanges:
+    target: Target, spec: api.ModelDeploymentSpec, observed: Observed, config: OperatorConfig,
+    canary: Canary | None = None,
+) -> ChildChanges:  # fmt: skip
     """The target revision's Deployment, the Service, the PDB and (if autoscaling) the HPA:
     those whose Davit-owned fields differ from what is observed are applied; a Deployment that
-    differs only in replicas is scaled instead. An HPA goes with autoscaling."""
+    differs only in replicas is scaled instead. An HPA goes with autoscaling. During a canary
+    the target has the canary's replicas and the stable Deployment is scaled to its share
+    (until the promotion retires it)."""
     owner = target.owner
+    replicas = target.replicas if canary is None else canary.decision.canary_replicas
     desired = [
-        children.build_deployment(owner, spec, target.revision, target.replicas, config),
+        children.build_deployment(owner, spec, target.revision, replicas, config),
         children.build_service(owner, config),
         children.build_pdb(owner),
     ]
@@ -225,8 +316,14 @@ def plan_children(
             without_replicas(manifest), target_deployment.manifest
         ):
             apply.append(manifest)
-        elif target_deployment.spec_replicas != target.replicas:
-            scale.append(Scale(_ref(manifest), target.replicas))
+        elif target_deployment.spec_replicas != replicas:
+            scale.append(Scale(_ref(manifest), replicas))
+    if canary is not None and not canary.promoted:  # a promoted canary's stable retires
+        stable = observed.deployment(canary.stable)
+        share = canary.decision.stable_replicas
+        if stable is not None and stable.spec_replicas != share:
+            ref = ChildRef("apps/v1", "Deployment", owner.namespace, stable.name)
+            scale.append(Scale(ref, share))
     return ChildChanges(apply=apply, scale=scale, delete=delete)
 
 
@@ -240,9 +337,11 @@ class RevisionChanges:
 
 def plan_revisions(
     target: Target, spec: api.ModelDeploymentSpec, status: api.ModelDeploymentStatus,
-    observed: Observed, now: str,
+    observed: Observed, now: str, canary: Canary | None = None,
 ) -> RevisionChanges:  # fmt: skip
-    """The target becomes stable once fully available; older revisions' Deployments then go."""
+    """The target becomes stable once fully available (during a canary: once the rollout
+    planner promotes it); older revisions' Deployments then go. A canary that a newer target
+    replaced goes at once: only stable and the target serve beside each other."""
     events = []
     history, started = revision.record_target(status.revisions, target.revision, spec, now)
     if started:
@@ -251,8 +350,13 @@ def plan_revisions(
             Event("Normal", "RevisionCreated", f"revision {target.revision}{version} rolling out")
         )
     stable = status.stable_revision
-    delete = []
-    if _is_available(observed.deployment(target.revision), target.replicas):
+    if canary is not None:
+        promoted = canary.promoted
+    else:
+        promoted = _is_available(observed.deployment(target.revision), target.replicas)
+    keep = {target.revision} if promoted else {target.revision, stable}
+    retired = [d for d in observed.deployments if d.revision not in keep]
+    if promoted:
         if stable != target.revision:
             history = revision.promote(history, target.revision)
             events.append(
@@ -261,13 +365,14 @@ def plan_revisions(
                 )
             )
         stable = target.revision
-        for old in observed.deployments:
-            if old.revision == target.revision:
-                continue
-            delete.append(ChildRef("apps/v1", "Deployment", target.owner.namespace, old.name))
-            events.append(Event("Normal", "RevisionRetired", f"revision {old.revision} removed"))
-    elif stable is not None and observed.deployment(stable) is None and observed.deployments:
-        stable = None  # its Deployment is gone (deleted by hand): nothing stable serves
+    elif canary is None:
+        retired = []  # the old revisions serve until the target can carry all traffic
+        if stable is not None and observed.deployment(stable) is None and observed.deployments:
+            stable = None  # its Deployment is gone (deleted by hand): nothing stable serves
+    delete = [ChildRef("apps/v1", "Deployment", target.owner.namespace, d.name) for d in retired]
+    events += [
+        Event("Normal", "RevisionRetired", f"revision {d.revision} removed") for d in retired
+    ]
     history = revision.trim(history, spec.rollout.revision_history_limit)
     return RevisionChanges(history=history, stable=stable, delete=delete, events=events)
 
@@ -287,10 +392,13 @@ class Verdict:
     loaded_message: str
 
 
-def plan_phase(target: Target, stable: str | None, observed: Observed) -> Verdict:
+def plan_phase(
+    target: Target, stable: str | None, observed: Observed, canary: Canary | None = None
+) -> Verdict:
     """Pending (unschedulable, nothing ready), Degraded (a container cannot serve: crash loop,
     image pull, OOM — with the kubelet's and the runtime's own words), Progressing (a revision
-    rolling out), Healthy, or Degraded (the serving revision short of ready replicas)."""
+    rolling out, in the rollout planner's words during a canary), Healthy, or Degraded (the
+    serving revision short of ready replicas)."""
     replicas, rev = target.replicas, target.revision
     deployment = observed.deployment(rev)
     target_ready = deployment.ready_replicas if deployment else 0
@@ -312,6 +420,9 @@ def plan_phase(target: Target, stable: str | None, observed: Observed) -> Verdic
         return verdict(api.Phase.PENDING, sched_reason, sched_message)
     if loaded is False and target_ready < replicas:
         return verdict(api.Phase.DEGRADED, load_reason, load_message)
+    if rolling and canary is not None:
+        decision = canary.decision
+        return verdict(api.Phase.PROGRESSING, decision.reason, decision.message)
     if rolling:
         reason = sched_reason if scheduled is False else ROLLOUT_IN_PROGRESS
         return verdict(
@@ -325,13 +436,19 @@ def plan_phase(target: Target, stable: str | None, observed: Observed) -> Verdic
 
 def plan_conditions(
     target: Target, verdict: Verdict, stable: str | None, observed: Observed,
-    previous: list[api.Condition], now: str,
+    previous: list[api.Condition], now: str, canary: Canary | None = None,
 ) -> list[api.Condition]:  # fmt: skip
     """Ready, Available, Progressing, Scheduled, ModelLoaded; transition times kept while a
     status holds."""
     rolling = stable != target.revision
     available = sum(d.available_replicas for d in observed.deployments)
     rev = target.revision
+    if rolling and canary is not None:
+        progress = (canary.decision.reason, canary.decision.message)
+    elif rolling:
+        progress = (ROLLOUT_IN_PROGRESS, f"revision {rev} rolling out")
+    else:
+        progress = ("RolloutComplete", f"revision {rev} is serving")
 
     def condition(
         kind: api.ConditionType, ok: bool | None, reason: str, message: str
@@ -351,12 +468,7 @@ def plan_conditions(
             "MinimumReplicasAvailable" if available > 0 else "NoReplicasAvailable",
             f"{available} replicas available",
         ),
-        condition(
-            api.ConditionType.PROGRESSING,
-            rolling,
-            ROLLOUT_IN_PROGRESS if rolling else "RolloutComplete",
-            f"revision {rev} rolling out" if rolling else f"revision {rev} is serving",
-        ),
+        condition(api.ConditionType.PROGRESSING, rolling, *progress),
         condition(
             api.ConditionType.SCHEDULED,
             verdict.scheduled,
@@ -375,19 +487,23 @@ def plan_conditions(
 def build_status(
     target: Target, spec: api.ModelDeploymentSpec, revisions: RevisionChanges, verdict: Verdict,
     conditions: list[api.Condition], observed: Observed, config: OperatorConfig,
+    canary: Canary | None = None,
 ) -> api.ModelDeploymentStatus:  # fmt: skip
+    """The whole status; during a canary its step, weight and timers as the rollout planner
+    recorded them (what `RolloutState.of` reads back next pass)."""
     owner, rev = target.owner, target.revision
     rolling = revisions.stable != rev
     deployment = observed.deployment(rev)
     target_ready = deployment.ready_replicas if deployment else 0
     total_ready = sum(d.ready_replicas for d in observed.deployments)
-    return api.ModelDeploymentStatus(
+    status = api.ModelDeploymentStatus(
         observed_generation=target.generation,
         phase=verdict.phase,
         conditions=conditions,
         stable_revision=revisions.stable,
         canary_revision=rev if rolling else None,
-        # Until canary steps drive the split, traffic follows the replica ratio of ready pods.
+        # A rollout without canary steps: traffic follows the replica ratio of ready pods (a
+        # canary's own weight replaces this below).
         canary_weight=100 if not rolling else _share(target_ready, total_ready),
         current_step=len(spec.rollout.steps) if not rolling else 0,
         revisions=revisions.history,
@@ -399,6 +515,9 @@ def build_status(
         url=f"http://{naming.service_name(owner.name)}.{owner.namespace}.svc:"
         f"{config.service_http_port}",
     )
+    if canary is None or not rolling:
+        return status
+    return rollout.recorded(status, canary.decision)
 
 
 def plan(
@@ -407,23 +526,31 @@ def plan(
     config: OperatorConfig,
     now: str,
 ) -> Plan:
-    """One pass: children → revisions → phase → conditions → status, each step pure."""
+    """One pass: canary → children → revisions → phase → conditions → status, each step pure.
+    `now` is an RFC 3339 UTC time (as status records it)."""
     spec, status = md.spec, md.status
     target = Target.of(md)
-    child_changes = plan_children(target, spec, observed, config)
-    revisions = plan_revisions(target, spec, status, observed, now)
-    verdict = plan_phase(target, revisions.stable, observed)
+    canary = plan_canary(target, spec, status, observed, datetime.fromisoformat(now))
+    child_changes = plan_children(target, spec, observed, config, canary)
+    revisions = plan_revisions(target, spec, status, observed, now, canary)
+    verdict = plan_phase(target, revisions.stable, observed, canary)
     conditions = plan_conditions(
-        target, verdict, revisions.stable, observed, status.conditions, now
+        target, verdict, revisions.stable, observed, status.conditions, now, canary
     )
-    new_status = build_status(target, spec, revisions, verdict, conditions, observed, config)
+    new_status = build_status(
+        target, spec, revisions, verdict, conditions, observed, config, canary
+    )
+    step_events = canary.events if canary is not None else []
+    wake_at = canary.wake_at if canary is not None else None
     return Plan(
         apply=child_changes.apply,
         scale=child_changes.scale,
         delete=child_changes.delete + revisions.delete,
         status=status_patch(status, new_status),
         events=revisions.events
+        + step_events
         + transition_events(status.conditions, conditions, revisions.events),
+        wake_at=wake_at.timestamp() if wake_at is not None else None,
     )
 
 
@@ -469,8 +596,8 @@ def transition_events(
     Ready's own Event is left out where another Event says it, so that `kubectl describe`
     tells each thing once: Ready rising with its revision's RevisionAvailable (this pass);
     Ready falling for the reason a False Scheduled or ModelLoaded gives (this pass or an
-    earlier one); Ready falling because a rollout began, which RevisionCreated announces and
-    which is no cause for a Warning.
+    earlier one); Ready falling while a rollout runs (Progressing True), which RevisionCreated
+    announces and which is no cause for a Warning.
     """
     before = {c.type: c.status for c in previous}
     warn_when_false = {api.ConditionType.SCHEDULED, api.ConditionType.MODEL_LOADED}
@@ -478,6 +605,7 @@ def transition_events(
         (c.reason, c.message) for c in current if c.type in warn_when_false and c.status == "False"
     }
     revision_available = any(e.reason == REVISION_AVAILABLE for e in revision_events)
+    rolling = any(c.type == api.ConditionType.PROGRESSING and c.status == "True" for c in current)
     events = []
     for condition in current:
         if before.get(condition.type, "Unknown") == condition.status:
@@ -490,7 +618,7 @@ def transition_events(
                     events.append(Event("Normal", condition.reason, condition.message))
             elif (
                 before.get(condition.type) == "True"
-                and condition.reason != ROLLOUT_IN_PROGRESS
+                and not rolling
                 and (condition.reason, condition.message) not in told
             ):
                 events.append(Event("Warning", condition.reason, condition.message))

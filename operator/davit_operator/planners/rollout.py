@@ -383,6 +383,12 @@ def return_to_stable(state: RolloutState, facts: Facts) -> Decision:
     )
 
 
+def hold(state: RolloutState, facts: Facts, reason: str, message: str) -> Decision:
+    """Nothing advances and nothing fails: the rollout stays at its step and weight until a
+    person or a new spec moves it."""
+    return _decide(state, facts, Outcome.PAUSED, reason, message)
+
+
 def hold_for_gpus(state: RolloutState, proposed: Decision, facts: Facts) -> Decision:
     """Canary pods Pending for GPUs: nothing advances (no step ends, no pause or measurement
     begins) and nothing fails; the proposed replicas stay asked for, so the pods start once

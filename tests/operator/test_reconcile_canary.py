@@ -1,0 +1,197 @@
+"""Table tests of a canary rollout as the reconcile planner drives it: (status, observed, now)
+→ the replicas of each revision, the rollout's status, its Events and the next wake-up.
+
+Traffic follows ready replicas (provider none), so each weight is a replica split of the
+total: with 4 replicas, 50 % is 2 canary and 2 stable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from davit_operator import api
+from davit_operator.planners import reconcile
+from davit_operator.planners.observe import DeploymentState, PodState
+from factories import CONFIG, NOW, deployment, md, observed, pod, target_of
+
+STABLE = "0ld57ab1e"
+STEPS = [{"setWeight": 50}, {"pause": {"duration": "3s"}}]
+MODEL = md(replicas=4, rollout={"steps": STEPS})
+CANARY = target_of(MODEL)
+START = datetime.fromisoformat(NOW)
+PAUSE_END = (START + timedelta(seconds=3)).isoformat()
+GPU_SHORTAGE = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+
+
+def history(canary: str | None = CANARY) -> list[dict[str, Any]]:
+    stable = {"hash": STABLE, "outcome": "Stable"}
+    return [stable] if canary is None else [stable, {"hash": canary, "outcome": "Progressing"}]
+
+
+def rolling(**fields: Any) -> dict[str, Any]:
+    """The stored status of a canary rollout of CANARY under way from STABLE."""
+    return {
+        "stableRevision": STABLE,
+        "canaryRevision": CANARY,
+        "revisions": history(),
+        **fields,
+    }
+
+
+def stable(ready: int = 4, replicas: int | None = None) -> DeploymentState:
+    return deployment(MODEL, STABLE, replicas=ready if replicas is None else replicas, ready=ready)
+
+
+def canary(ready: int, replicas: int | None = None) -> DeploymentState:
+    """The canary's Deployment as the planner applied it (so only its replicas can differ)."""
+    state = deployment(MODEL, CANARY, replicas=ready if replicas is None else replicas, ready=ready)
+    return replace(state, manifest=reconcile.with_spec_hash(state.manifest))
+
+
+@dataclass(frozen=True)
+class Want:
+    _: KW_ONLY
+    reason: str  # of the Progressing condition (and Ready, while the rollout runs)
+    canary_replicas: int | None = None  # the canary Deployment applied or scaled to this
+    stable_replicas: int | None = None  # the stable Deployment scaled to this
+    status: dict[str, Any] = field(default_factory=dict)  # these fields of the status patch
+    events: list[str] = field(default_factory=list)  # reasons of the pass's Events
+    # Seconds after NOW the model is planned again: a pause's end, or the pass's own time
+    # when it moved the rollout on (the next step may need no child to change).
+    wake_in: float | None = None
+    deleted: list[str] = field(default_factory=list)  # revisions whose Deployment goes
+
+
+@dataclass(frozen=True)
+class Case:
+    reason: str
+    status: dict[str, Any]
+    deployments: tuple[DeploymentState, ...]
+    want: Want
+    _: KW_ONLY
+    model: api.ModelDeployment = field(default_factory=lambda: MODEL)
+    pods: tuple[PodState, ...] = ()
+    now: str = NOW
+
+
+CASES = [
+    # A new revision beside a stable one: its Deployment starts at its share of 50 %, while
+    # stable keeps all 4 until the canary's 2 are ready (make before break).
+    Case("a spec change starts the canary at the first step",
+         {"stableRevision": STABLE, "revisions": history(canary=None)}, (stable(),),
+         Want(reason="ScalingCanary", canary_replicas=2,
+              status={"canaryRevision": CANARY, "currentStep": 0, "canaryWeight": 0},
+              events=["RevisionCreated"])),
+    Case("a canary short of its share waits for it",
+         rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=1, replicas=2)),
+         Want(reason="ScalingCanary")),
+    # One transition per pass: the weight moves and stable shrinks; the pause begins next pass.
+    Case("the canary's share ready ends the setWeight step and shrinks stable",
+         rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=2)),
+         Want(reason="WeightSet", stable_replicas=2,
+              status={"currentStep": 1, "canaryWeight": 50},
+              events=["RolloutStepCompleted"], wake_in=0)),
+    Case("a timed pause begins and wakes the model when it ends",
+         rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+         Want(reason="Paused", status={"pauseUntil": PAUSE_END}, wake_in=3)),
+    Case("a pause not over yet keeps waiting and its wake-up",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)), Want(reason="Paused", wake_in=3)),
+    Case("a pause that is over ends its step",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="PauseEnded", status={"currentStep": 2, "pauseUntil": None},
+              events=["RolloutStepCompleted"], wake_in=3),
+         now="2026-11-23T12:00:03Z"),
+    # Every step done: the canary grows to the total before it takes all traffic.
+    Case("after the last step the canary grows to the whole total",
+         rolling(currentStep=2, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+         Want(reason="ScalingCanary", canary_replicas=4)),
+    Case("the canary at full size is promoted and stable retired",
+         rolling(currentStep=2, canaryWeight=50), (stable(ready=2), canary(ready=4)),
+         Want(reason="RolloutComplete", deleted=[STABLE],
+              status={"stableRevision": CANARY, "canaryRevision": None, "canaryWeight": 100},
+              events=["RevisionAvailable", "RevisionRetired"], wake_in=0)),
+    # Analysis is not acted on yet: passing the step unjudged would promote an unmeasured canary.
+    Case("an analysis step holds the rollout where it is",
+         rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+         Want(reason="AnalysisNotActedOn"),
+         model=md(replicas=4, rollout={"steps": [{"setWeight": 50}, {"analysis": {}}]})),
+    Case("canary pods waiting for GPUs hold the step and keep stable's share",
+         rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=0, replicas=2)),
+         Want(reason="WaitingForGPUs", events=["InsufficientGPU"]),  # Scheduled's Warning
+         pods=(pod(CANARY, scheduled=False, message=GPU_SHORTAGE),)),
+    # Only stable and the newest revision serve side by side; the new one starts afresh, at
+    # weight 0, so stable is scaled back to the whole total.
+    Case("a newer spec during a canary drops the old canary and starts again",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="ScalingCanary", deleted=[CANARY], canary_replicas=2, stable_replicas=4,
+              status={"currentStep": 0, "canaryWeight": 0, "pauseUntil": None},
+              events=["RevisionCreated", "RevisionRetired"]),
+         model=md(replicas=4, rollout={"steps": STEPS}, model={"uri": "pvc://m/v4"})),
+    # No steps, or no stable Deployment to serve beside: the target simply takes over.
+    Case("without steps the new revision replaces stable at full size",
+         {"stableRevision": STABLE, "revisions": history()}, (stable(),),
+         Want(reason="RolloutInProgress", canary_replicas=4), model=md(replicas=4)),
+    Case("with stable's Deployment gone the new revision comes up at full size",
+         rolling(currentStep=0, canaryWeight=0), (),
+         Want(reason="RolloutInProgress", canary_replicas=4)),
+]  # fmt: skip
+
+
+def replicas_of(plan: reconcile.Plan, revision: str) -> int | None:
+    """The replicas this plan gives the revision's Deployment (applied or scaled), if any."""
+    name = f"resnet-{revision}"
+    for manifest in plan.apply:
+        if manifest["kind"] == "Deployment" and manifest["metadata"]["name"] == name:
+            return int(manifest["spec"]["replicas"])
+    return next((s.replicas for s in plan.scale if s.ref.name == name), None)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.reason for c in CASES])
+def test_canary_pass(case: Case) -> None:
+    model = case.model.model_copy(
+        update={"status": api.ModelDeploymentStatus.model_validate(case.status)}
+    )
+    obs = observed(*case.deployments, pods=case.pods)
+    plan = reconcile.plan(model, obs, CONFIG, case.now)
+    want = case.want
+    target = target_of(model)
+    assert replicas_of(plan, target) == want.canary_replicas
+    assert replicas_of(plan, STABLE) == want.stable_replicas
+    stored = api.ModelDeploymentStatus.model_validate({**case.status, **plan.status})
+    progressing = next(c for c in stored.conditions if c.type == "Progressing")
+    assert progressing.reason == want.reason
+    assert {k: plan.status.get(k, case.status.get(k)) for k in want.status} == want.status
+    assert [e.reason for e in plan.events] == want.events
+    wake_at = None if plan.wake_at is None else plan.wake_at - START.timestamp()
+    assert wake_at == want.wake_in
+    assert [r.name for r in plan.delete] == [f"resnet-{r}" for r in want.deleted]
+
+
+def test_a_completed_step_says_which_step_and_what_it_did() -> None:
+    model = MODEL.model_copy(
+        update={"status": api.ModelDeploymentStatus.model_validate(rolling(currentStep=0))}
+    )
+    plan = reconcile.plan(model, observed(stable(), canary(ready=2)), CONFIG, NOW)
+    [event] = plan.events
+    assert event.message == "step 1 of 2 (setWeight 50) completed: canary at 50 %: 2/4 replicas"
+
+
+def test_a_canary_from_a_healthy_model_is_no_warning() -> None:
+    """Ready falls while the canary runs: RevisionCreated announces it, nothing warns."""
+    first = md(replicas=4, rollout={"steps": STEPS}, model={"uri": "pvc://m/v2"})
+    ready = deployment(first, ready=4)
+    healthy = reconcile.plan(first, observed(ready), CONFIG, NOW)
+    status = api.ModelDeploymentStatus.model_validate(healthy.status)
+    assert status.phase is api.Phase.HEALTHY
+    model = MODEL.model_copy(update={"status": status})
+    plan = reconcile.plan(model, observed(ready), CONFIG, NOW)
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "RevisionCreated")]
+    ready_condition = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert (ready_condition["status"], ready_condition["reason"]) == ("False", "ScalingCanary")
