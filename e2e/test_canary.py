@@ -7,7 +7,12 @@ split between the stable and the canary Deployment.
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +140,73 @@ def test_an_operator_killed_mid_pause_resumes_the_same_pause(
     ]
     assert len(created) == 2  # v1 and v2: the restart announced nothing again
     assert stable not in replicas_by_revision(api_client, namespace)
+
+
+def kubectl_davit(
+    env: dict[str, str], namespace: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl davit …` as a user runs it: kubectl finds the plugin on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return kubectl({**env, "PATH": path}, "davit", "-n", namespace, *args, check=False)
+
+
+def test_kubectl_davit_abort_outlives_a_reapply_and_retry_and_promote_full_finish_it(
+    models: Models, api_client: client.ApiClient, namespace: str, kube_env: dict[str, str]
+) -> None:
+    models.create("resnet", canary_spec("10m"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    refused = kubectl_davit(kube_env, namespace, "abort", "resnet")
+    assert refused.returncode == 1
+    assert "no rollout running" in refused.stderr
+
+    stable = models.get("resnet")["status"]["stableRevision"]
+    manifest = {
+        "apiVersion": "serving.davit.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "resnet", "namespace": namespace},
+        "spec": canary_spec("10m", version="v2"),
+    }
+    kubectl(kube_env, "apply", "-f", "-", stdin=json.dumps(manifest))
+    status = wait_for(lambda: paused_status(models), timeout=TIMEOUT, what="the pause at 50 %")
+    canary = status["canaryRevision"]
+    shown = kubectl_davit(kube_env, namespace, "status", "resnet")
+    assert shown.returncode == 0, shown.stderr
+    assert "[>] 2. pause 10m" in shown.stdout
+    assert f"{canary}  v2  canary" in shown.stdout
+
+    aborted = kubectl_davit(kube_env, namespace, "abort", "resnet")
+    assert aborted.returncode == 0, aborted.stderr
+    assert "ControlAccepted" in aborted.stdout
+
+    def back_on_stable() -> dict[str, Any] | None:
+        status = models.get("resnet")["status"]
+        on_stable = replicas_by_revision(api_client, namespace) == {stable: 4, canary: 0}
+        return status if on_stable and status.get("canaryWeight") == 0 else None
+
+    status = wait_for(back_on_stable, timeout=TIMEOUT, what="all replicas back on stable")
+    assert status["phase"] == "Degraded"
+    assert {r["hash"]: r["outcome"] for r in status["revisions"]}[canary] == "Aborted"
+
+    # GitOps applies the same manifest again: the abort is in status, nothing rolls out again.
+    kubectl(kube_env, "apply", "-f", "-", stdin=json.dumps(manifest))
+    time.sleep(3)
+    assert replicas_by_revision(api_client, namespace) == {stable: 4, canary: 0}
+    assert models.get("resnet")["status"]["canaryWeight"] == 0
+    created = [
+        e for e in model_events(api_client, namespace, "resnet") if e.reason == "RevisionCreated"
+    ]
+    assert len(created) == 2
+
+    retried = kubectl_davit(kube_env, namespace, "retry", "resnet")
+    assert retried.returncode == 0, retried.stderr
+    wait_for(lambda: paused_status(models), timeout=TIMEOUT, what="the retried rollout at 50 %")
+    assert replicas_by_revision(api_client, namespace) == {stable: 2, canary: 2}
+
+    promoted = kubectl_davit(kube_env, namespace, "promote", "--full", "resnet")
+    assert promoted.returncode == 0, promoted.stderr
+    wait_for(
+        lambda: replicas_by_revision(api_client, namespace) == {canary: 4},
+        timeout=TIMEOUT,
+        what="the canary promoted by promote --full",
+    )
+    assert is_ready(models, "resnet")

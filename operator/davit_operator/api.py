@@ -608,6 +608,11 @@ class ModelDeploymentStatus(ApiModel):
         ge=0,
         description=NOT_YET + "consecutive failed measurements at the current analysis step.",
     )
+    last_control: str | None = Field(
+        default=None,
+        description="The last rollout control (annotation davit.dev/rollout-control, written "
+        "by `kubectl davit`) the operator acted on: each request is acted on once.",
+    )
     revisions: list[RevisionRecord] = Field(
         default_factory=list, description="Revision history, oldest first."
     )

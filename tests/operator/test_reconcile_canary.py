@@ -15,7 +15,9 @@ import pytest
 
 from davit_operator import api
 from davit_operator.planners import reconcile
+from davit_operator.planners.controls import CONTROL_ANNOTATION, Request
 from davit_operator.planners.observe import DeploymentState, PodState
+from davit_operator.planners.rollout import Control
 from factories import CONFIG, NOW, deployment, md, observed, pod, target_of
 
 STABLE = "0ld57ab1e"
@@ -27,9 +29,17 @@ PAUSE_END = (START + timedelta(seconds=3)).isoformat()
 GPU_SHORTAGE = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
 
-def history(canary: str | None = CANARY) -> list[dict[str, Any]]:
+def history(canary: str | None = CANARY, outcome: str = "Progressing") -> list[dict[str, Any]]:
     stable = {"hash": STABLE, "outcome": "Stable"}
-    return [stable] if canary is None else [stable, {"hash": canary, "outcome": "Progressing"}]
+    return [stable] if canary is None else [stable, {"hash": canary, "outcome": outcome}]
+
+
+def control(name: str, revision: str = CANARY, request_id: str = "1") -> str:
+    """The annotation `kubectl davit NAME` writes."""
+    return Request(Control(name), revision, request_id).encode()
+
+
+ABORT, RETRY, PROMOTE = control("abort"), control("retry", request_id="2"), control("promote")
 
 
 def rolling(**fields: Any) -> dict[str, Any]:
@@ -76,6 +86,8 @@ class Case:
     model: api.ModelDeployment = field(default_factory=lambda: MODEL)
     pods: tuple[PodState, ...] = ()
     now: str = NOW
+    control: str | None = None  # the davit.dev/rollout-control annotation
+    phase: str = "Progressing"
 
 
 CASES = [
@@ -115,7 +127,8 @@ CASES = [
          rolling(currentStep=2, canaryWeight=50), (stable(ready=2), canary(ready=4)),
          Want(reason="RolloutComplete", deleted=[STABLE],
               status={"stableRevision": CANARY, "canaryRevision": None, "canaryWeight": 100},
-              events=["RevisionAvailable", "RevisionRetired"], wake_in=0)),
+              events=["RevisionAvailable", "RevisionRetired"], wake_in=0),
+         phase="Healthy"),
     # Analysis is not acted on yet: passing the step unjudged would promote an unmeasured canary.
     Case("an analysis step holds the rollout where it is",
          rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
@@ -141,6 +154,79 @@ CASES = [
     Case("with stable's Deployment gone the new revision comes up at full size",
          rolling(currentStep=0, canaryWeight=0), (),
          Want(reason="RolloutInProgress", canary_replicas=4)),
+    # ---- controls (kubectl davit): each acted on once, its effect kept in status
+    # Abort: stable grows back to the whole total before the canary gives up its share.
+    Case("abort mid-pause grows stable back before the canary shrinks",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="Aborted", stable_replicas=4,
+              status={"lastControl": ABORT, "pauseUntil": None, "revisions": history(
+                  outcome="Aborted")},
+              events=["ControlAccepted"], wake_in=0),
+         control=ABORT, phase="Degraded"),
+    Case("aborted with stable at full size: the canary goes to zero",
+         rolling(currentStep=1, canaryWeight=50, revisions=history(outcome="Aborted"),
+                 lastControl=ABORT),
+         (stable(ready=4), canary(ready=2)),
+         Want(reason="Aborted", canary_replicas=0, status={"canaryWeight": 0}, wake_in=0),
+         control=ABORT, phase="Degraded"),
+    # The annotation gone (a GitOps tool replaced the object) or the manifest re-applied: the
+    # abort is in status, and the same revision is not rolled out again.
+    Case("an abort holds without its annotation and is no new rollout",
+         rolling(currentStep=1, canaryWeight=0, revisions=history(outcome="Aborted"),
+                 lastControl=ABORT),
+         (stable(ready=4), canary(ready=0, replicas=0)),
+         Want(reason="Aborted"), phase="Degraded"),
+    Case("retry after an abort starts again at the first step",
+         rolling(currentStep=1, canaryWeight=0, revisions=history(outcome="Aborted"),
+                 lastControl=ABORT),
+         (stable(ready=4), canary(ready=0, replicas=0)),
+         Want(reason="ScalingCanary", canary_replicas=2,
+              status={"currentStep": 0, "lastControl": RETRY, "revisions": history()},
+              events=["ControlAccepted"], wake_in=0),
+         control=RETRY),
+    # Promote ends the pause; the pass goes on with what the planner does next (grow the canary).
+    Case("promote ends a pause before its time",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="ScalingCanary", canary_replicas=4,
+              status={"currentStep": 2, "pauseUntil": None, "lastControl": PROMOTE},
+              events=["ControlAccepted", "RolloutStepCompleted"], wake_in=0),
+         control=PROMOTE),
+    Case("promote passes an analysis step that holds",
+         rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+         Want(reason="ScalingCanary", canary_replicas=4, status={"currentStep": 2},
+              events=["ControlAccepted", "RolloutStepCompleted"], wake_in=0),
+         model=md(replicas=4, rollout={"steps": [{"setWeight": 50}, {"analysis": {}}]}),
+         control=PROMOTE),
+    # A setWeight step ends by itself: a promote there is said to change nothing.
+    Case("promote during a setWeight step changes nothing and says so",
+         rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=1, replicas=2)),
+         Want(reason="ScalingCanary", status={"lastControl": PROMOTE},
+              events=["ControlIgnored"]),
+         control=PROMOTE),
+    Case("a control meant for another revision is ignored",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="Paused", status={"currentStep": 1, "lastControl": control("abort", "0ther")},
+              events=["ControlIgnored"], wake_in=3),
+         control=control("abort", "0ther")),
+    Case("a control acted on already is not acted on again",
+         rolling(currentStep=2, canaryWeight=50, lastControl=PROMOTE),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="ScalingCanary", canary_replicas=4), control=PROMOTE),
+    Case("an annotation that is no control is refused once",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="Paused", status={"lastControl": "promote please"},
+              events=["ControlRefused"], wake_in=3),
+         control="promote please"),
+    Case("a control while no rollout runs is ignored",
+         {"stableRevision": CANARY, "revisions": [{"hash": CANARY, "outcome": "Stable"}]},
+         (canary(ready=4),),
+         Want(reason="RolloutComplete", status={"lastControl": ABORT},
+              events=["ControlIgnored", "AllReplicasReady"]),  # Ready first reported, too
+         control=ABORT, phase="Healthy"),
 ]  # fmt: skip
 
 
@@ -155,8 +241,12 @@ def replicas_of(plan: reconcile.Plan, revision: str) -> int | None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.reason for c in CASES])
 def test_canary_pass(case: Case) -> None:
+    annotations = {} if case.control is None else {CONTROL_ANNOTATION: case.control}
     model = case.model.model_copy(
-        update={"status": api.ModelDeploymentStatus.model_validate(case.status)}
+        update={
+            "status": api.ModelDeploymentStatus.model_validate(case.status),
+            "metadata": {**case.model.metadata, "annotations": annotations},
+        }
     )
     obs = observed(*case.deployments, pods=case.pods)
     plan = reconcile.plan(model, obs, CONFIG, case.now)
@@ -167,7 +257,11 @@ def test_canary_pass(case: Case) -> None:
     stored = api.ModelDeploymentStatus.model_validate({**case.status, **plan.status})
     progressing = next(c for c in stored.conditions if c.type == "Progressing")
     assert progressing.reason == want.reason
-    assert {k: plan.status.get(k, case.status.get(k)) for k in want.status} == want.status
+    assert stored.phase == case.phase
+    written: dict[str, Any] = {k: plan.status.get(k, case.status.get(k)) for k in want.status}
+    if "revisions" in written:  # of the history, only what the rollout changes
+        written["revisions"] = [{"hash": r.hash, "outcome": r.outcome} for r in stored.revisions]
+    assert written == want.status
     assert [e.reason for e in plan.events] == want.events
     wake_at = None if plan.wake_at is None else plan.wake_at - START.timestamp()
     assert wake_at == want.wake_in

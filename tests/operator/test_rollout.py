@@ -462,6 +462,31 @@ CASES = [
         Want(Outcome.ABORTED, "Aborted", stable=10, canary=0, weight=0, step=1),
     ),
     Case(
+        # Retry forgets the stopped rollout: from the first step, at weight 0, as a new one.
+        "retry after an abort starts again at the first step",
+        RolloutState(step=1, weight=0, stopped=Outcome.ABORTED),
+        Facts(total=10, stable_ready=10),
+        Want(P, "ScalingCanary", stable=10, canary=1, weight=0, step=0),
+        control=Control.RETRY,
+    ),
+    Case(
+        # Nothing to retry: the running rollout goes on where it is.
+        "retry of a running rollout changes nothing",
+        AT_PAUSE,
+        Facts(total=10, stable_ready=9, canary_ready=1),
+        Want(
+            S,
+            "Paused",
+            stable=9,
+            canary=1,
+            weight=10,
+            step=1,
+            wake_at=later(30),
+            pause_until=later(30),
+        ),
+        control=Control.RETRY,
+    ),
+    Case(
         # The canary already serves everything: there is nothing left to abort.
         "abort after promotion is ignored",
         RolloutState(step=DONE, weight=100),
@@ -542,6 +567,22 @@ def test_a_rollback_is_recorded_on_the_canary_revision() -> None:
         ("new", api.RevisionOutcome.ROLLED_BACK),
     ]
     assert status.revisions[1].outcome is api.RevisionOutcome.PROGRESSING  # a copy, not mutated
+
+
+def test_a_retry_records_the_canary_revision_as_progressing_again() -> None:
+    status = api.ModelDeploymentStatus(
+        canary_revision="new",
+        revisions=[api.RevisionRecord(hash="old", outcome=api.RevisionOutcome.STABLE),
+                   api.RevisionRecord(hash="new", outcome=api.RevisionOutcome.ABORTED)],
+    )  # fmt: skip
+    state = RolloutState.of(status)
+    assert state.stopped is Outcome.ABORTED
+    after = recorded(status, plan_rollout(rollout(), state, Facts(total=10), NOW, Control.RETRY))
+    assert [r.outcome for r in after.revisions] == [
+        api.RevisionOutcome.STABLE,
+        api.RevisionOutcome.PROGRESSING,
+    ]
+    assert RolloutState.of(after).stopped is None
 
 
 def test_a_rollout_driven_pass_by_pass_through_status_is_promoted() -> None:

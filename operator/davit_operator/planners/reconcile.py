@@ -12,7 +12,7 @@ from typing import Any
 
 from davit_operator import api, naming
 from davit_operator.config import OperatorConfig
-from davit_operator.planners import children, revision, rollout
+from davit_operator.planners import children, controls, revision, rollout
 from davit_operator.planners.diff import SPEC_HASH_ANNOTATION, semantic_diff
 from davit_operator.planners.observe import DeploymentState, Observed, PodState
 
@@ -195,6 +195,7 @@ class Canary:
     stable: str  # the revision that serves beside the canary
     decision: rollout.Decision
     events: list[Event]  # the steps this pass completed
+    controlled: bool  # a person's control changed the rollout's state
     # Plan again then: the decision's own time (a pause's end), or now when this pass moved
     # the rollout on, because the next step may be one that no child's change would wake.
     wake_at: datetime | None
@@ -203,18 +204,24 @@ class Canary:
     def promoted(self) -> bool:
         return self.decision.outcome is rollout.Outcome.PROMOTED
 
+    @property
+    def stopped(self) -> bool:
+        """Aborted or rolled back: stable serves, the canary waits for a retry or a new spec."""
+        return self.decision.state.stopped is not None
+
 
 def plan_canary(
     target: Target, spec: api.ModelDeploymentSpec, status: api.ModelDeploymentStatus,
-    observed: Observed, now: datetime,
+    observed: Observed, now: datetime, control: rollout.Control | None = None,
 ) -> Canary | None:  # fmt: skip
     """The rollout planner's decision when the target replaces a stable revision step by step:
     strategy canary with steps, and a stable revision whose Deployment is there to serve beside
     it. None otherwise: the target then simply takes over once all its replicas are available.
 
     Traffic follows ready replicas (provider none), so a weight is a replica split. An analysis
-    step holds the rollout where it is: analysis is not acted on yet, and passing it unjudged
-    would promote a canary nobody measured.
+    step holds the rollout where it is until a person promotes it: analysis is not acted on
+    yet, and passing it unjudged would promote a canary nobody measured. `control` is a
+    person's request for this canary, applied first.
     """
     steps, stable = spec.rollout.steps, status.stable_revision
     if spec.rollout.strategy is not api.RolloutStrategy.CANARY or not steps:
@@ -225,7 +232,8 @@ def plan_canary(
     if stable_deployment is None:
         return None
     fresh = status.canary_revision != target.revision
-    state = rollout.RolloutState() if fresh else rollout.RolloutState.of(status)
+    recorded = rollout.RolloutState() if fresh else rollout.RolloutState.of(status)
+    state = rollout.apply_control(recorded, control, steps)
     canary_deployment = observed.deployment(target.revision)
     facts = rollout.Facts(
         total=target.replicas,
@@ -244,22 +252,29 @@ def plan_canary(
             facts,
             "AnalysisNotActedOn",
             f"step {at + 1} of {len(steps)} is an analysis step, which Davit does not run yet: "
-            f"the rollout holds at {state.weight} % (remove the step to go on)",
+            f"the rollout holds at {state.weight} % (`kubectl davit promote` passes it)",
         )
     else:
         decision = rollout.plan_rollout(spec.rollout, state, facts, now)
-    done = range(at, min(decision.state.step, len(steps)))
-    events = [
-        Event(
-            "Normal",
-            "RolloutStepCompleted",
-            f"step {n + 1} of {len(steps)} ({_describe(steps[n])}) completed: {decision.message}",
-        )
-        for n in done
-    ]
-    moved = decision.state != state
+
+    def completed(step: int, how: str) -> Event:
+        what = f"step {step + 1} of {len(steps)} ({_describe(steps[step])})"
+        return Event("Normal", "RolloutStepCompleted", f"{what} completed: {how}")
+
+    # Steps a promote ended, then the step the planner ended (if any) in its own words.
+    promoted_past = range(recorded.step, min(at, len(steps)))
+    ended = range(at, min(decision.state.step, len(steps)))
+    events = [completed(n, f"{control} requested") for n in promoted_past]
+    events += [completed(n, decision.message) for n in ended]
+    moved = decision.state != recorded
     wake_at = decision.wake_at or (now if moved else None)
-    return Canary(stable=stable, decision=decision, events=events, wake_at=wake_at)
+    return Canary(
+        stable=stable,
+        decision=decision,
+        events=events,
+        controlled=state != recorded,
+        wake_at=wake_at,
+    )
 
 
 def _is_analysis(step: api.RolloutStep) -> bool:
@@ -343,7 +358,9 @@ def plan_revisions(
     planner promotes it); older revisions' Deployments then go. A canary that a newer target
     replaced goes at once: only stable and the target serve beside each other."""
     events = []
-    history, started = revision.record_target(status.revisions, target.revision, spec, now)
+    history, started = revision.record_target(
+        status.revisions, target.revision, spec, now, rolling_out=status.canary_revision
+    )
     if started:
         version = f" ({spec.model.version})" if spec.model.version else ""
         events.append(
@@ -373,7 +390,7 @@ def plan_revisions(
     events += [
         Event("Normal", "RevisionRetired", f"revision {d.revision} removed") for d in retired
     ]
-    history = revision.trim(history, spec.rollout.revision_history_limit)
+    history = revision.trim(history, spec.rollout.revision_history_limit, keep=target.revision)
     return RevisionChanges(history=history, stable=stable, delete=delete, events=events)
 
 
@@ -421,8 +438,10 @@ def plan_phase(
     if loaded is False and target_ready < replicas:
         return verdict(api.Phase.DEGRADED, load_reason, load_message)
     if rolling and canary is not None:
-        decision = canary.decision
-        return verdict(api.Phase.PROGRESSING, decision.reason, decision.message)
+        # A stopped canary leaves the spec's revision unserved: degraded, until a retry or a
+        # new spec (stable serves meanwhile).
+        phase = api.Phase.DEGRADED if canary.stopped else api.Phase.PROGRESSING
+        return verdict(phase, canary.decision.reason, canary.decision.message)
     if rolling:
         reason = sched_reason if scheduled is False else ROLLOUT_IN_PROGRESS
         return verdict(
@@ -443,7 +462,12 @@ def plan_conditions(
     rolling = stable != target.revision
     available = sum(d.available_replicas for d in observed.deployments)
     rev = target.revision
-    if rolling and canary is not None:
+    progressing = rolling
+    if rolling and canary is not None and canary.stopped:
+        # The rollout ended, and not with the canary serving: Aborted or RolledBack.
+        progressing = False
+        progress = (canary.decision.outcome.value, canary.decision.message)
+    elif rolling and canary is not None:
         progress = (canary.decision.reason, canary.decision.message)
     elif rolling:
         progress = (ROLLOUT_IN_PROGRESS, f"revision {rev} rolling out")
@@ -468,7 +492,7 @@ def plan_conditions(
             "MinimumReplicasAvailable" if available > 0 else "NoReplicasAvailable",
             f"{available} replicas available",
         ),
-        condition(api.ConditionType.PROGRESSING, rolling, *progress),
+        condition(api.ConditionType.PROGRESSING, progressing, *progress),
         condition(
             api.ConditionType.SCHEDULED,
             verdict.scheduled,
@@ -487,7 +511,7 @@ def plan_conditions(
 def build_status(
     target: Target, spec: api.ModelDeploymentSpec, revisions: RevisionChanges, verdict: Verdict,
     conditions: list[api.Condition], observed: Observed, config: OperatorConfig,
-    canary: Canary | None = None,
+    canary: Canary | None = None, last_control: str | None = None,
 ) -> api.ModelDeploymentStatus:  # fmt: skip
     """The whole status; during a canary its step, weight and timers as the rollout planner
     recorded them (what `RolloutState.of` reads back next pass)."""
@@ -507,6 +531,7 @@ def build_status(
         canary_weight=100 if not rolling else _share(target_ready, total_ready),
         current_step=len(spec.rollout.steps) if not rolling else 0,
         revisions=revisions.history,
+        last_control=last_control,
         replicas=sum(d.replicas for d in observed.deployments),
         ready_replicas=total_ready,
         ready=f"{target_ready}/{target.replicas}",
@@ -530,17 +555,21 @@ def plan(
     `now` is an RFC 3339 UTC time (as status records it)."""
     spec, status = md.spec, md.status
     target = Target.of(md)
-    canary = plan_canary(target, spec, status, observed, datetime.fromisoformat(now))
+    request = controls.pending(md.metadata.get("annotations") or {}, status.last_control)
+    control = for_target(request, target)
+    canary = plan_canary(target, spec, status, observed, datetime.fromisoformat(now), control)
     child_changes = plan_children(target, spec, observed, config, canary)
     revisions = plan_revisions(target, spec, status, observed, now, canary)
     verdict = plan_phase(target, revisions.stable, observed, canary)
     conditions = plan_conditions(
         target, verdict, revisions.stable, observed, status.conditions, now, canary
     )
+    last_control = request.value if request is not None else status.last_control
     new_status = build_status(
-        target, spec, revisions, verdict, conditions, observed, config, canary
+        target, spec, revisions, verdict, conditions, observed, config, canary, last_control
     )
-    step_events = canary.events if canary is not None else []
+    step_events = control_events(request, target, canary)
+    step_events += canary.events if canary is not None else []
     wake_at = canary.wake_at if canary is not None else None
     return Plan(
         apply=child_changes.apply,
@@ -552,6 +581,35 @@ def plan(
         + transition_events(status.conditions, conditions, revisions.events),
         wake_at=wake_at.timestamp() if wake_at is not None else None,
     )
+
+
+def for_target(request: controls.Pending | None, target: Target) -> rollout.Control | None:
+    """The control a pending request asks of the target's rollout, if it is meant for it."""
+    if request is None or request.request is None:
+        return None
+    return request.request.control if request.request.revision == target.revision else None
+
+
+def control_events(
+    request: controls.Pending | None, target: Target, canary: Canary | None
+) -> list[Event]:
+    """What became of a person's control, said once (the request is then recorded as done):
+    accepted, or ignored with the reason (meant for another revision, no rollout running, or
+    nothing it could change), or refused (an annotation that cannot be read)."""
+    if request is None:
+        return []
+    if request.request is None:
+        return [Event("Warning", "ControlRefused", request.problem)]
+    control, revision_meant = request.request.control, request.request.revision
+    if canary is None:
+        why = "no canary rollout is running"
+    elif revision_meant != target.revision:
+        why = f"it was meant for revision {revision_meant}, but {target.revision} is rolling out"
+    elif canary.controlled:
+        return [Event("Normal", "ControlAccepted", f"{control}: {canary.decision.message}")]
+    else:
+        why = f"it changes nothing now: {canary.decision.message}"
+    return [Event("Warning", "ControlIgnored", f"{control} ignored: {why}")]
 
 
 def refusal(md: api.ModelDeployment, message: str, now: str) -> Plan:

@@ -29,16 +29,23 @@ def object_hash(manifest: dict[str, Any]) -> str:
 
 
 LIVE_OUTCOMES = (api.RevisionOutcome.PROGRESSING, api.RevisionOutcome.STABLE)
+STOPPED_OUTCOMES = (api.RevisionOutcome.ABORTED, api.RevisionOutcome.ROLLED_BACK)
 
 
 def record_target(
-    history: list[api.RevisionRecord], target: str, spec: api.ModelDeploymentSpec, now: str
-) -> tuple[list[api.RevisionRecord], bool]:
-    """History with `target` present and live; True when it was not live before (a new rollout)."""
+    history: list[api.RevisionRecord], target: str, spec: api.ModelDeploymentSpec, now: str,
+    rolling_out: str | None = None,
+) -> tuple[list[api.RevisionRecord], bool]:  # fmt: skip
+    """History with `target` present; True when a rollout of it starts (it was not live).
+
+    A target that is still the revision rolling out (`rolling_out`) but was stopped (aborted,
+    rolled back) stays stopped: that is the same manifest applied again, and only a retry
+    starts it again. Any other earlier revision comes back as a new rollout (an undo)."""
     records = [r.model_copy() for r in history]
     for record in records:
         if record.hash == target:
-            if record.outcome in LIVE_OUTCOMES:
+            stopped_here = target == rolling_out and record.outcome in STOPPED_OUTCOMES
+            if record.outcome in LIVE_OUTCOMES or stopped_here:
                 return records, False
             # Going back to an earlier spec (undo): the same revision rolls out again.
             records.remove(record)
@@ -69,12 +76,15 @@ def promote(history: list[api.RevisionRecord], target: str) -> list[api.Revision
     return promoted
 
 
-def trim(history: list[api.RevisionRecord], limit: int) -> list[api.RevisionRecord]:
-    """Keep the newest `limit` records, never dropping a live one."""
+def trim(
+    history: list[api.RevisionRecord], limit: int, keep: str | None = None
+) -> list[api.RevisionRecord]:
+    """Keep the newest `limit` records, never dropping a live one or `keep` (the target, whose
+    record says whether its rollout was stopped)."""
     excess = len(history) - limit
     kept = []
     for record in history:
-        if excess > 0 and record.outcome not in LIVE_OUTCOMES:
+        if excess > 0 and record.outcome not in LIVE_OUTCOMES and record.hash != keep:
             excess -= 1
             continue
         kept.append(record)

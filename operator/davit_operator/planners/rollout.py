@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Literal
 
 from davit_operator import api
+from davit_operator.planners import revision
 
 
 class Outcome(StrEnum):
@@ -46,6 +47,7 @@ class Control(StrEnum):
     PROMOTE = "promote"  # end the current pause or analysis step
     PROMOTE_FULL = "promoteFull"  # skip every remaining step
     ABORT = "abort"  # return all traffic to stable and stop
+    RETRY = "retry"  # start a stopped rollout again from the first step
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,12 @@ def _decide(
 def apply_control(
     state: RolloutState, control: Control | None, steps: list[api.RolloutStep]
 ) -> RolloutState:
-    """The state after a person's request. A stopped rollout ignores them all (retry starts it
-    again); a promoted one ignores abort; promote ends a pause or an analysis step only (a
-    setWeight step ends by itself once the canary holds its share)."""
+    """The state after a person's request. A stopped rollout ignores all but retry, which
+    starts it again from the first step (retry of a running one changes nothing); a promoted
+    one ignores abort; promote ends a pause or an analysis step only (a setWeight step ends by
+    itself once the canary holds its share)."""
+    if control is Control.RETRY:
+        return RolloutState() if state.stopped is not None else state
     if control is None or state.stopped is not None:
         return state
     if control is Control.ABORT:
@@ -440,7 +445,8 @@ def plan_rollout(
     return hold_for_gpus(state, run_step(rollout, state, facts, now), facts)
 
 
-STOPPED_OUTCOMES = {
+# How a stopped rollout is recorded on its canary revision.
+RECORDED_AS = {
     Outcome.ABORTED: api.RevisionOutcome.ABORTED,
     Outcome.ROLLED_BACK: api.RevisionOutcome.ROLLED_BACK,
 }
@@ -448,11 +454,17 @@ STOPPED_OUTCOMES = {
 
 def recorded(status: api.ModelDeploymentStatus, decision: Decision) -> api.ModelDeploymentStatus:
     """A copy of `status` holding the decision's state (what `RolloutState.of` reads back); an
-    abort or a rollback is recorded as the canary revision's outcome."""
+    abort or a rollback is recorded as the canary revision's outcome, and a retry turns it
+    back to Progressing."""
     state = decision.state
+    if state.stopped is not None:
+        outcome = RECORDED_AS[state.stopped]
+    else:
+        outcome = api.RevisionOutcome.PROGRESSING
     revisions = [
-        r.model_copy(update={"outcome": STOPPED_OUTCOMES[state.stopped]})
-        if state.stopped is not None and r.hash == status.canary_revision
+        r.model_copy(update={"outcome": outcome})
+        if r.hash == status.canary_revision
+        and (state.stopped is not None or r.outcome in revision.STOPPED_OUTCOMES)
         else r.model_copy()
         for r in status.revisions
     ]

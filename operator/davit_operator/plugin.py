@@ -1,0 +1,260 @@
+"""`kubectl davit`: watch a rollout and steer it (promote, abort, retry).
+
+kubectl runs `kubectl-davit` (installed with the package) for `kubectl davit …`. It talks to the
+API server with the user's kubeconfig, like kubectl: a control is a request the operator acts on
+(planners/controls.py), so this command writes it, waits a few seconds for the operator to say
+what became of it, and prints that.
+
+The pure parts (which request a command makes, the status tree) are functions of plain dicts,
+tested without a cluster; `main` does the I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx2
+from lightkube import ApiError, Client, ConfigError, KubeConfig
+from lightkube.types import PatchType
+
+from davit_operator import naming
+from davit_operator.kube import Deployment, EventResource, ModelDeploymentResource
+from davit_operator.planners.controls import CONTROL_ANNOTATION, Request
+from davit_operator.planners.rollout import Control
+
+STOPPED = ("Aborted", "RolledBack")
+# The Events the operator records for a control (planners/reconcile.control_events).
+CONTROL_EVENTS = ("ControlAccepted", "ControlIgnored", "ControlRefused")
+
+
+class PluginError(Exception):
+    """What went wrong and what to do next, for the user's terminal."""
+
+
+# ---- pure: which request, and the status tree ---------------------------------------------------
+
+
+def request_for(md: dict[str, Any], control: Control, request_id: str) -> Request:
+    """The request `control` makes of this ModelDeployment's rollout; PluginError when it
+    cannot apply (no rollout running, or one in a state the control does not fit)."""
+    name = md["metadata"]["name"]
+    status = md.get("status") or {}
+    canary = status.get("canaryRevision")
+    if not canary:
+        stable = status.get("stableRevision") or "none yet"
+        raise PluginError(
+            f"{name} has no rollout running (stable revision: {stable}): nothing to {control}. "
+            "A rollout starts when the spec's model, runtime, resources or scheduling change."
+        )
+    outcome = next((r["outcome"] for r in status.get("revisions", []) if r["hash"] == canary), "")
+    if control is Control.RETRY and outcome not in STOPPED:
+        raise PluginError(
+            f"the rollout of revision {canary} is not stopped: nothing to retry "
+            "(retry starts an aborted or rolled-back rollout again)"
+        )
+    if control is not Control.RETRY and outcome in STOPPED:
+        raise PluginError(
+            f"the rollout of revision {canary} is {outcome.lower()}: `kubectl davit retry "
+            f"{name}` starts it again, or change the spec"
+        )
+    return Request(control, canary, request_id)
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    if "setWeight" in step:
+        return f"setWeight {step['setWeight']}"
+    if "pause" in step:
+        duration = (step["pause"] or {}).get("duration")
+        return f"pause {duration}" if duration else "pause (until promoted)"
+    return "analysis"
+
+
+def render_status(md: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> str:
+    """The rollout as a tree: phase, what it waits for, revisions with weights and replicas,
+    steps, conditions."""
+    meta, spec, status = md["metadata"], md.get("spec") or {}, md.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions", [])}
+    progressing = conditions.get("Progressing", {})
+    lines = [
+        f"{meta['namespace']}/{meta['name']}  phase {status.get('phase', 'unknown')}  "
+        f"ready {status.get('ready', '-')}",
+    ]
+    if progressing:
+        lines.append(f"  {progressing.get('reason', '')}: {progressing.get('message', '')}")
+    by_revision = {
+        (d["metadata"].get("labels") or {}).get(naming.REVISION_LABEL): d for d in deployments
+    }
+    canary, weight = status.get("canaryRevision"), status.get("canaryWeight") or 0
+    lines.append("  revisions")
+    for record in reversed(status.get("revisions", [])):
+        rev = record["hash"]
+        role = {canary: "canary", status.get("stableRevision"): "stable"}.get(rev, "")
+        share = {"canary": weight, "stable": 100 - weight}.get(role) if canary else None
+        deployment = by_revision.get(rev)
+        if deployment is not None:
+            want = deployment.get("spec", {}).get("replicas", 0)
+            ready = (deployment.get("status") or {}).get("readyReplicas", 0)
+            pods = f"replicas {ready}/{want} ready"
+        else:
+            pods = "no Deployment"
+        columns = [
+            rev,
+            record.get("version") or "-",
+            (role or record["outcome"]).ljust(10),
+            f"weight {share:>3} %" if share is not None else " " * 12,
+            pods if deployment is not None or role else "",
+        ]
+        lines.append("    " + "  ".join(columns).rstrip())
+    steps = (spec.get("rollout") or {}).get("steps") or []
+    if steps and canary:
+        done = status.get("currentStep") or 0
+        lines.append(f"  steps ({done} of {len(steps)} completed)")
+        for n, step in enumerate(steps):
+            mark = "[x]" if n < done else ("[>]" if n == done else "[ ]")
+            lines.append(f"    {mark} {n + 1}. {_step_text(step)}")
+    lines.append("  conditions")
+    for kind, condition in conditions.items():
+        lines.append(
+            f"    {kind:<12} {condition['status']:<7} {condition.get('reason', ''):<22} "
+            f"{condition.get('message', '')}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+# ---- I/O -----------------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Client:
+    """A client as kubectl would make it: --kubeconfig or $KUBECONFIG or ~/.kube/config, the
+    current context unless --context names one, its namespace unless -n names one."""
+    try:
+        found = KubeConfig.from_file(args.kubeconfig) if args.kubeconfig else KubeConfig.from_env()
+        config = found.get(context_name=args.context)
+    except ConfigError as error:
+        raise PluginError(f"no usable kubeconfig: {error}") from error
+    if config is None:
+        raise PluginError(f"context {args.context!r} is not in the kubeconfig")
+    namespace = args.namespace or config.namespace
+    return Client(config=config, namespace=namespace, field_manager="kubectl-davit")
+
+
+def _get(client: Client, name: str) -> dict[str, Any]:
+    try:
+        return dict(client.get(ModelDeploymentResource, name))
+    except ApiError as error:
+        if error.status.code == 404:
+            raise PluginError(
+                f"modeldeployment {client.namespace}/{name} not found "
+                f"(kubectl get md -n {client.namespace} lists them)"
+            ) from error
+        raise
+
+
+def _deployments(client: Client, name: str) -> list[dict[str, Any]]:
+    found = client.list(Deployment, labels={naming.MODEL_LABEL: name})
+    return [dict(d) for d in found]
+
+
+def _control_event(client: Client, name: str, since: datetime.datetime) -> dict[str, Any] | None:
+    """The operator's word on the latest control, if recorded since `since`."""
+    events = client.list(
+        EventResource,
+        fields={"involvedObject.kind": "ModelDeployment", "involvedObject.name": name},
+    )
+    found = [
+        dict(e)
+        for e in events
+        if e["reason"] in CONTROL_EVENTS
+        and datetime.datetime.fromisoformat(e["lastTimestamp"]) >= since
+    ]
+    return max(found, key=lambda e: str(e["lastTimestamp"]), default=None)
+
+
+def send_control(client: Client, name: str, control: Control, wait_seconds: float) -> int:
+    md = _get(client, name)
+    now = datetime.datetime.now(datetime.UTC)
+    request = request_for(md, control, now.isoformat())
+    patch = {"metadata": {"annotations": {CONTROL_ANNOTATION: request.encode()}}}
+    client.patch(ModelDeploymentResource, name, patch, patch_type=PatchType.MERGE)
+    print(f"{control} requested for revision {request.revision} of {client.namespace}/{name}")
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if (_get(client, name).get("status") or {}).get("lastControl") == request.encode():
+            event = _control_event(client, name, now.replace(microsecond=0))
+            said = f"{event['reason']}: {event['message']}" if event else "acted on"
+            print(f"the operator: {said}")
+            return 0 if event is None or event["reason"] == "ControlAccepted" else 1
+        time.sleep(0.5)
+    print(
+        f"the operator has not acted on it within {wait_seconds:.0f}s: is it running? "
+        "The request stays, and is acted on when it is.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def show_status(client: Client, name: str, watch: bool) -> int:
+    while True:
+        text = render_status(_get(client, name), _deployments(client, name))
+        if not watch:
+            print(text)
+            return 0
+        print("\033[H\033[2J" + text, flush=True)  # clear the screen, like `watch`
+        time.sleep(2)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kubectl davit", description="Watch and steer Davit rollouts."
+    )
+    parser.add_argument("-n", "--namespace", help="the ModelDeployment's namespace")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="the rollout as a tree")
+    status.add_argument("-w", "--watch", action="store_true", help="redraw every 2 s")
+    promote = commands.add_parser("promote", help="end the current pause or analysis step")
+    promote.add_argument("--full", action="store_true", help="skip every remaining step")
+    commands.add_parser("abort", help="return all traffic to stable and stop the rollout")
+    commands.add_parser("retry", help="start an aborted or rolled-back rollout again")
+    for command in commands.choices.values():
+        command.add_argument("name", help="the ModelDeployment")
+        if command.prog.endswith(("promote", "abort", "retry")):
+            command.add_argument(
+                "--wait", type=float, default=10.0, help="seconds to wait for the operator"
+            )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    controls: dict[str, Callable[[argparse.Namespace], Control]] = {
+        "promote": lambda a: Control.PROMOTE_FULL if a.full else Control.PROMOTE,
+        "abort": lambda _: Control.ABORT,
+        "retry": lambda _: Control.RETRY,
+    }
+    try:
+        client = _client(args)
+        if args.command == "status":
+            return show_status(client, args.name, args.watch)
+        return send_control(client, args.name, controls[args.command](args), args.wait)
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ApiError as error:
+        print(f"error: the API server refused: {error.status.message}", file=sys.stderr)
+        return 1
+    except httpx2.TransportError as error:
+        print(f"error: cannot reach the API server: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
