@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from test_modeldeployment import deployments, gpu_spec, is_ready
 from test_operator_loop import model_events
 
@@ -210,3 +211,70 @@ def test_kubectl_davit_abort_outlives_a_reapply_and_retry_and_promote_full_finis
         what="the canary promoted by promote --full",
     )
     assert is_ready(models, "resnet")
+
+
+def route_weights(api_client: client.ApiClient, namespace: str) -> dict[str, int] | None:
+    """The HTTPRoute as the API server stored it: weight by revision."""
+    try:
+        route = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "resnet"
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    [rule] = route["spec"]["rules"]
+    return {b["name"].removeprefix("resnet-"): b["weight"] for b in rule["backendRefs"]}
+
+
+def test_a_gateway_api_canary_moves_the_routes_weights_step_by_step(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    steps = [{"setWeight": 10}, {"pause": {"duration": "2s"}},
+             {"setWeight": 50}, {"pause": {"duration": "2s"}}]  # fmt: skip
+    traffic = {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
+
+    def spec(version: str) -> dict[str, Any]:
+        return {**gpu_spec(replicas=4, version=version), "rollout": {"steps": steps},
+                "traffic": traffic}  # fmt: skip
+
+    models.create("resnet", spec("v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    stable = models.get("resnet")["status"]["stableRevision"]
+    assert route_weights(api_client, namespace) == {stable: 100}
+    models.patch_spec("resnet", spec("v2"))
+
+    # Each distinct (route, replicas) state the API server held, in order, until promotion.
+    seen: list[tuple[dict[str, int], dict[str, int]]] = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        weights = route_weights(api_client, namespace) or {}
+        state = (weights, replicas_by_revision(api_client, namespace))
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if len(weights) == 1 and stable not in weights and is_ready(models, "resnet"):
+            break
+        time.sleep(0.2)
+    canary = models.get("resnet")["status"]["stableRevision"]
+    assert canary != stable
+    wanted = [{stable: 90, canary: 10}, {stable: 50, canary: 50}, {canary: 100}]
+    routes = [weights for weights, _ in seen if weights in wanted]
+    in_order = [w for n, w in enumerate(routes) if n == 0 or routes[n - 1] != w]
+    assert in_order == wanted, seen
+    # Make before break: a weight is on the route only while the canary has its share of the
+    # 4 replicas (10 % → 1, 50 % → 2; it grows to 4 before it takes 100 %).
+    for weights, replicas in seen:
+        share = {0: 0, 10: 1, 50: 2, 100: 4}[weights.get(canary, 0)]
+        assert replicas.get(canary, 0) >= share, seen
+    core = client.CoreV1Api(api_client)
+    service = core.read_namespaced_service(f"resnet-{canary}", namespace)
+    assert service.spec.selector == {"davit.dev/model": "resnet", "davit.dev/revision": canary}
+    wait_for(
+        lambda: (
+            route_weights(api_client, namespace) == {canary: 100}
+            and f"resnet-{stable}"
+            not in {s.metadata.name for s in core.list_namespaced_service(namespace).items}
+        ),
+        timeout=TIMEOUT,
+        what="stable's Service retired with its revision",
+    )

@@ -274,6 +274,11 @@ INVALID = [
         "runtime.kind 'torch' needs model.inputs and model.outputs",
         id="torch-without-tensors",
     ),
+    pytest.param(
+        {"model": {"uri": "pvc://models/x", **TENSORS}, "traffic": {"provider": "gatewayAPI"}},
+        "traffic.provider gatewayAPI needs traffic.gatewayAPI.parentRefs",
+        id="gateway-without-parents",
+    ),
 ]
 
 

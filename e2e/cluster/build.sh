@@ -17,6 +17,7 @@ kube_dir=$cache/bin/kubernetes-$KUBE_VERSION
 etcd_dir=$cache/bin/etcd-$ETCD_VERSION
 kwok_dir=$cache/bin/kwok-$KWOK_VERSION
 helm_dir=$cache/bin/helm-$HELM_VERSION
+gateway_api_dir=$cache/gateway-api-$GATEWAY_API_VERSION
 
 build_kubernetes() {
   local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() b
@@ -83,17 +84,35 @@ build_go_install() { # name dir module@version binary...
   done
 }
 
+# The standard channel's CRDs, as the module carries them (the release's standard-install.yaml
+# is the same files); up.sh applies them.
+fetch_gateway_api() {
+  [[ -f $gateway_api_dir/gateway.networking.k8s.io_httproutes.yaml ]] &&
+    { step "gateway-api $GATEWAY_API_VERSION: cached"; return; }
+  step "gateway-api $GATEWAY_API_VERSION: go mod download (CRDs)"
+  local dir
+  dir=$(cd /tmp && GOFLAGS= go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+    sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  [[ -d $dir/config/crd/standard ]] || { echo "build.sh: no CRDs in $dir" >&2; exit 1; }
+  mkdir -p "$gateway_api_dir.tmp"
+  cp "$dir"/config/crd/standard/gateway.networking.k8s.io_{gatewayclasses,gateways,httproutes,referencegrants}.yaml \
+    "$gateway_api_dir.tmp/"
+  chmod u+w "$gateway_api_dir.tmp"/*.yaml
+  rm -rf "$gateway_api_dir" && mv "$gateway_api_dir.tmp" "$gateway_api_dir"
+}
+
 # Components to build: the control plane by default; `build.sh helm` for the chart tools only
 # (the tests do not need helm, so a cold CI run does not pay for it).
 components=("$@")
-((${#components[@]})) || components=(kubernetes etcd kwok)
+((${#components[@]})) || components=(kubernetes etcd kwok gateway-api)
 for component in "${components[@]}"; do
   case $component in
     kubernetes) build_kubernetes ;;
     etcd) build_etcd ;;
     kwok) build_go_install "kwok $KWOK_VERSION" "$kwok_dir" "sigs.k8s.io/kwok@$KWOK_VERSION" kwok kwokctl ;;
     helm) build_go_install "helm $HELM_VERSION" "$helm_dir" "helm.sh/helm/v3@$HELM_VERSION" helm ;;
-    *) echo "build.sh: unknown component '$component' (kubernetes, etcd, kwok, helm)" >&2; exit 2 ;;
+    gateway-api) fetch_gateway_api ;;
+    *) echo "build.sh: unknown component '$component' (kubernetes, etcd, kwok, helm, gateway-api)" >&2; exit 2 ;;
   esac
 done
 step "done: ${components[*]} under $cache/bin"

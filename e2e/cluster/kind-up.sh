@@ -29,6 +29,10 @@ kubectl wait --for=condition=Established crd/stages.kwok.x-k8s.io --timeout=60s
 kubectl apply -f "$kwok_release/stage-fast.yaml"
 kubectl -n kube-system rollout status deployment/kwok-controller --timeout=180s
 
+say "installing the Gateway API $GATEWAY_API_VERSION CRDs (traffic.provider gatewayAPI)"
+kubectl apply --server-side -f "https://github.com/kubernetes-sigs/gateway-api/releases/download/$GATEWAY_API_VERSION/standard-install.yaml"
+kubectl wait --for=condition=Established crd/httproutes.gateway.networking.k8s.io --timeout=60s
+
 say "creating fake nodes from $here/nodes/"
 kubectl apply -f "$here/nodes/"
 kubectl wait --for=condition=Ready node gpu-node-1 gpu-node-2 cpu-node-1 --timeout=120s

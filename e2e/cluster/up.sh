@@ -25,6 +25,15 @@ binaries=(
 for b in "${binaries[@]}"; do
   [[ -x $b ]] || die "missing $b: run 'make cluster-build' (bash e2e/cluster/build.sh) first"
 done
+[[ -f $DAVIT_GATEWAY_API/gateway.networking.k8s.io_httproutes.yaml ]] ||
+  die "missing the Gateway API CRDs in $DAVIT_GATEWAY_API: run 'make cluster-build' first"
+
+# The cluster's own extensions: fake nodes, and the Gateway API (traffic.provider gatewayAPI).
+install_extensions() {
+  kubectl apply -f "$here/nodes/" >&2
+  kubectl apply --server-side --force-conflicts -f "$DAVIT_GATEWAY_API/" >&2
+  kubectl wait --for=condition=Established --timeout=60s crd/httproutes.gateway.networking.k8s.io >&2
+}
 
 # Succeeds when the API server answers and every one of our nodes reports Ready.
 healthy() {
@@ -61,7 +70,7 @@ wait_for() {
 if cluster_exists; then
   write_kubeconfig
   if healthy; then
-    kubectl apply -f "$here/nodes/" >/dev/null
+    install_extensions 2>/dev/null
     say "cluster '$cluster' is already up: $(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
     say "kubeconfig: $KUBECONFIG"
     exit 0
@@ -106,8 +115,8 @@ wait_for "the API server" 120 api_ready ||
   die "API server not ready after 120s; see $KWOK_WORKDIR/clusters/$cluster/logs/"
 say "API server ready: $(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
 
-say "creating fake nodes: ${nodes[*]}"
-kubectl apply -f "$here/nodes/" >&2
+say "creating fake nodes (${nodes[*]}) and the Gateway API CRDs ($GATEWAY_API_VERSION)"
+install_extensions
 say "waiting for the nodes to be Ready"
 wait_for "Ready nodes" 120 healthy || {
   kubectl get nodes >&2 || true

@@ -444,13 +444,63 @@ class CircuitBreaker(ApiModel):
     )
 
 
+class ParentReference(ApiModel):
+    """A Gateway the model's HTTPRoute attaches to (Gateway API's parentRefs)."""
+
+    name: str = Field(min_length=1, max_length=253, description="The Gateway's name.")
+    namespace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="The Gateway's namespace; absent: the model's own.",
+    )
+    section_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="One listener of the Gateway, by name; absent: all that allow the route.",
+    )
+
+
+class GatewayAPI(ApiModel):
+    """The HTTPRoute that carries the rollout's weights (traffic.provider gatewayAPI)."""
+
+    parent_refs: list[ParentReference] = Field(
+        min_length=1, max_length=32, description="The Gateways the route attaches to."
+    )
+    hostnames: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Hostnames the route answers; empty: those of the Gateway's listeners.",
+    )
+
+
 class Traffic(ApiModel):
-    """How requests reach the revisions. Not acted on yet: the Service spreads requests over
-    every ready replica of every revision (the replica ratio)."""
+    """How requests reach the revisions: with provider none the model's Service spreads them
+    over every ready replica of every revision (a weight is the replica split); with
+    gatewayAPI an HTTPRoute `<name>` weighs one Service per revision, `<name>-<revision>`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.provider) || self.provider != 'gatewayAPI' || has(self.gatewayAPI)",
+                    "traffic.provider gatewayAPI needs traffic.gatewayAPI.parentRefs (the "
+                    "Gateway the model's HTTPRoute attaches to)",
+                )
+            ]
+        }
+    )
 
     provider: TrafficProvider = Field(
         default=TrafficProvider.NONE,
-        description=NOT_YET + "builtin (Davit router) | gatewayAPI (HTTPRoute) | none.",
+        description="none (requests follow ready replicas) | gatewayAPI (an HTTPRoute with "
+        "the rollout's weights) | builtin (the Davit router; not acted on yet: as none).",
+    )
+    gateway_api: GatewayAPI | None = Field(
+        default=None,
+        alias="gatewayAPI",
+        description="The HTTPRoute's parents and hostnames, for provider gatewayAPI.",
     )
     timeout_ms: int = Field(
         default=30_000, ge=1, description=NOT_YET + "per-request timeout at the router."

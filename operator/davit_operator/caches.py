@@ -26,7 +26,13 @@ ObjectKey = tuple[str, str]  # (namespace, object name) within one kind
 MODEL_KIND = api.KIND
 POD_KIND = "Pod"
 # Kinds the operator creates and diffs (pods are observed only, as PodState).
-CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler")
+CHILD_KINDS = (
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
+    "HTTPRoute",
+)
 
 
 def _version(obj: dict[str, Any]) -> int | None:

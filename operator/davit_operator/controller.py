@@ -24,7 +24,7 @@ from lightkube.core.exceptions import ApiError
 from davit_operator import api
 from davit_operator.caches import ClusterCache, Key
 from davit_operator.config import OperatorConfig
-from davit_operator.kube import Kube, NamespaceTerminatingError
+from davit_operator.kube import OPTIONAL_KINDS, Kube, NamespaceTerminatingError
 from davit_operator.planners import observe, status_pacing
 from davit_operator.planners.observe import ChildKey
 from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
@@ -142,9 +142,15 @@ class Controller:
         try:
             applied = await self._kube.apply(manifest)
         except ApiError as error:
+            kind, child = observe.child_key(manifest)
             if error.status.code in REFUSED_CODES:
-                kind, child = observe.child_key(manifest)
                 raise ChildRefusedError(kind, child, str(error.status.message)) from error
+            if error.status.code == 404 and kind in OPTIONAL_KINDS:
+                missing = (
+                    f"the cluster serves no {manifest['apiVersion']} {kind}: install "
+                    f"{OPTIONAL_KINDS[kind]}, then restart the operator"
+                )
+                raise ChildRefusedError(kind, child, missing) from error
             raise
         self._cache.upsert(manifest["kind"], applied)
 

@@ -27,7 +27,7 @@ from davit_operator.caches import CHILD_KINDS, MODEL_KIND, POD_KIND, ClusterCach
 from davit_operator.config import OperatorConfig
 from davit_operator.controller import Controller
 from davit_operator.informers import Informer
-from davit_operator.kube import Kube
+from davit_operator.kube import OPTIONAL_KINDS, Kube
 from davit_operator.scheduler import Backoff, Scheduler, retry_delay
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     informers = [
         Informer(kind, namespace, kube, cache, wake_settled)
         for kind in INFORMED_KINDS
+        if kind not in OPTIONAL_KINDS
         for namespace in namespaces
     ]
     # The ModelDeployments are listed the same way, and watched by kopf.
@@ -130,6 +131,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     # Startup handlers finish before kopf starts watching: the first passes see complete caches.
     @kopf.on.startup(registry=registry)
     async def start_scheduler(**_: Any) -> None:
+        for kind, provider in OPTIONAL_KINDS.items():
+            if await kube.serves(kind, namespaces[0]):
+                informers.extend(Informer(kind, ns, kube, cache, wake_settled) for ns in namespaces)
+            else:
+                logger.info(
+                    "the cluster serves no %s (or RBAC hides it): models that need one are "
+                    "refused until %s are installed and the operator restarted",
+                    kind,
+                    provider,
+                )
         await list_until_done([*model_listers, *informers])
         for key in cache.models():
             scheduler.wake(key)  # a restart re-plans every model once

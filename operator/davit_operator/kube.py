@@ -34,6 +34,7 @@ PodDisruptionBudget = create_namespaced_resource(
 HorizontalPodAutoscaler = create_namespaced_resource(
     "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"
 )
+HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 Pod = create_namespaced_resource("", "v1", "Pod", "pods")
 EventResource = create_namespaced_resource("", "v1", "Event", "events")
 
@@ -43,7 +44,12 @@ RESOURCES: dict[tuple[str, str], type[GenericNamespacedResource]] = {
     ("v1", "Service"): Service,
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTPRoute,
 }
+
+# Kinds a cluster may not serve (their CRDs are installed apart from Kubernetes), and what
+# serves them: the operator watches them only where they exist, and says what is missing.
+OPTIONAL_KINDS = {"HTTPRoute": "the Gateway API CRDs (gateway.networking.k8s.io)"}
 
 
 # What the operator watches, by kind: what it creates, plus pods and ModelDeployments.
@@ -190,6 +196,19 @@ class Kube:
         except ApiError as error:
             if error.status.code != 404:
                 raise
+
+    async def serves(self, kind: str, namespace: str) -> bool:
+        """Whether the API server serves `kind` (an optional kind: its CRD may be absent) and
+        lets the operator read it (a chart older than the kind may not grant it)."""
+        _, resource = WATCHED[kind]
+        try:
+            async for _ in self._client.list(resource, namespace=namespace, chunk_size=1):
+                break
+        except ApiError as error:
+            if error.status.code in (403, 404):
+                return False
+            raise
+        return True
 
     async def list_kind(self, kind: str, namespace: str) -> tuple[list[dict[str, Any]], str | None]:
         """Every watched object of `kind` in `namespace` ("*": all of them; children: those with

@@ -54,6 +54,15 @@ def service_name(model: str) -> str:
     return model
 
 
+def revision_service_name(model: str, revision: str) -> str:
+    """One revision's Service, for the weights of a gateway or router: as its Deployment."""
+    return revision_deployment_name(model, revision)
+
+
+def route_name(model: str) -> str:
+    return model
+
+
 def pdb_name(model: str) -> str:
     return model
 

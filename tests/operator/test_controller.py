@@ -7,11 +7,16 @@ import asyncio
 import copy
 from typing import Any
 
+import httpx2
+import pytest
+from lightkube.core.exceptions import ApiError
+
 from davit_operator import api
 from davit_operator.caches import ClusterCache
 from davit_operator.config import OperatorConfig
 from davit_operator.controller import Controller
 from davit_operator.planners.reconcile import ChildRef, Event
+from davit_operator.scheduler import RetryLaterError
 
 KEY = ("ml", "resnet")
 CONFIG = OperatorConfig(status_hold_seconds=2.0)
@@ -145,3 +150,39 @@ def test_progress_alone_is_written_when_the_hold_ends() -> None:
     clock.now = 1010.0
     assert asyncio.run(controller.reconcile(KEY)) is None
     assert len(recording.status_patches) == 2
+
+
+class NoGatewayApi(RecordingApi):
+    """A cluster without the Gateway API CRDs: the API server has no HTTPRoute resource."""
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        if manifest["kind"] == "HTTPRoute":
+            raise ApiError(
+                request=httpx2.Request("PATCH", "https://api/httproutes/resnet"),
+                response=httpx2.Response(
+                    404,
+                    json={"kind": "Status", "code": 404, "message": "the server could not "
+                          "find the requested resource"},
+                ),
+            )  # fmt: skip
+        return await super().apply(manifest)
+
+
+def test_a_route_the_cluster_cannot_hold_is_refused_with_what_to_install() -> None:
+    cache = ClusterCache()
+    routed = model()
+    routed["spec"]["traffic"] = {
+        "provider": "gatewayAPI",
+        "gatewayAPI": {"parentRefs": [{"name": "public"}]},
+    }
+    cache.upsert(api.KIND, routed)
+    recording = NoGatewayApi(cache)
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0))  # type: ignore[arg-type]
+    with pytest.raises(RetryLaterError):  # retried with backoff, not in a hot loop
+        asyncio.run(controller.reconcile(KEY))
+    [status] = recording.status_patches
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"]) == ("Failed", "InvalidSpec")
+    assert "serves no gateway.networking.k8s.io/v1 HTTPRoute" in ready["message"]
+    assert "the Gateway API CRDs" in ready["message"]
+    assert recording.events == ["InvalidSpec"]

@@ -18,6 +18,7 @@ HTTP_PORT = 8000
 GRPC_PORT = 8001
 TRITON_METRICS_PORT = 8002
 GPU_RESOURCE = "nvidia.com/gpu"
+HTTP_ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 TOPOLOGY_KEYS = {
     api.TopologySpread.ZONE: "topology.kubernetes.io/zone",
@@ -308,17 +309,17 @@ def build_deployment(
     }
 
 
-def build_service(owner: Owner, config: OperatorConfig) -> dict[str, Any]:
-    """The model's entry point, selecting every revision's pods."""
+def _service(
+    owner: Owner, name: str, labels: dict[str, str], selector: dict[str, str],
+    config: OperatorConfig,
+) -> dict[str, Any]:  # fmt: skip
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(
-            owner, naming.service_name(owner.name), naming.common_labels(owner.name)
-        ),
+        "metadata": _metadata(owner, name, labels),
         "spec": {
             "type": "ClusterIP",
-            "selector": naming.model_selector(owner.name),
+            "selector": selector,
             "ports": [
                 {
                     "name": "http",
@@ -334,6 +335,57 @@ def build_service(owner: Owner, config: OperatorConfig) -> dict[str, Any]:
                 },
             ],
         },
+    }
+
+
+def build_service(owner: Owner, config: OperatorConfig) -> dict[str, Any]:
+    """The model's entry point, selecting every revision's pods."""
+    name, labels = naming.service_name(owner.name), naming.common_labels(owner.name)
+    return _service(owner, name, labels, naming.model_selector(owner.name), config)
+
+
+def build_revision_service(owner: Owner, revision: str, config: OperatorConfig) -> dict[str, Any]:
+    """One revision's pods, for a router or gateway that weighs revisions (`<model>-<rev>`)."""
+    return _service(
+        owner,
+        naming.revision_service_name(owner.name, revision),
+        naming.revision_labels(owner.name, revision),
+        naming.revision_selector(owner.name, revision),
+        config,
+    )
+
+
+def build_http_route(
+    owner: Owner, gateway: api.GatewayAPI, weights: list[tuple[str, int]], config: OperatorConfig
+) -> dict[str, Any]:
+    """A Gateway API HTTPRoute `<model>` sending each revision its weight (percent) of the
+    requests, through the revision's own Service."""
+    parents = [
+        {
+            "name": ref.name,
+            **({"namespace": ref.namespace} if ref.namespace else {}),
+            **({"sectionName": ref.section_name} if ref.section_name else {}),
+        }
+        for ref in gateway.parent_refs
+    ]
+    backends = [
+        {
+            "name": naming.revision_service_name(owner.name, revision),
+            "port": config.service_http_port,
+            "weight": weight,
+        }
+        for revision, weight in weights
+    ]
+    spec: dict[str, Any] = {"parentRefs": parents, "rules": [{"backendRefs": backends}]}
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    return {
+        "apiVersion": HTTP_ROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": _metadata(
+            owner, naming.route_name(owner.name), naming.common_labels(owner.name)
+        ),
+        "spec": spec,
     }
 
 

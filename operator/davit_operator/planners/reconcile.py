@@ -394,6 +394,55 @@ def plan_revisions(
     return RevisionChanges(history=history, stable=stable, delete=delete, events=events)
 
 
+def plan_weights(
+    target: Target, revisions: RevisionChanges, canary: Canary | None, observed: Observed
+) -> list[tuple[str, int]]:
+    """Percent of the requests for each serving revision, for a provider that weighs them:
+    during a canary, stable and canary by the rollout's weight (the planner moves it only once
+    the canary's replicas are ready); otherwise the stable revision alone, until a new revision
+    without steps is available and becomes stable itself."""
+    stable = revisions.stable
+    if canary is not None and stable != target.revision:
+        weight = canary.decision.state.weight
+        return [(canary.stable, 100 - weight), (target.revision, weight)]
+    if stable is not None and stable != target.revision and observed.deployment(stable):
+        return [(stable, 100)]
+    return [(target.revision, 100)]
+
+
+# Kinds a traffic provider creates, by their API version (LIST items come without one).
+TRAFFIC_KINDS = {"Service": "v1", "HTTPRoute": children.HTTP_ROUTE_API_VERSION}
+
+
+def plan_traffic(
+    target: Target, spec: api.ModelDeploymentSpec, weights: list[tuple[str, int]],
+    observed: Observed, config: OperatorConfig,
+) -> ChildChanges:  # fmt: skip
+    """The provider's children: with gatewayAPI an HTTPRoute carrying `weights` and a Service
+    per weighted revision; with none, nothing. Revision Services and routes that are no longer
+    wanted (a retired revision, another provider) are deleted."""
+    owner, gateway = target.owner, spec.traffic.gateway_api
+    desired = []
+    if spec.traffic.provider is api.TrafficProvider.GATEWAY_API and gateway is not None:
+        desired = [
+            children.build_revision_service(owner, revision, config) for revision, _ in weights
+        ]
+        desired.append(children.build_http_route(owner, gateway, weights, config))
+    wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+    wanted.add(("Service", naming.service_name(owner.name)))  # the entry point: plan_children's
+    apply = [
+        manifest
+        for manifest in map(with_spec_hash, desired)
+        if needs_apply(manifest, observed.child(manifest["kind"], manifest["metadata"]["name"]))
+    ]
+    delete = [
+        ChildRef(TRAFFIC_KINDS[kind], kind, owner.namespace, name)
+        for kind, name in observed.children
+        if kind in TRAFFIC_KINDS and (kind, name) not in wanted
+    ]
+    return ChildChanges(apply=apply, scale=[], delete=delete)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The phase and what the Ready and Scheduled conditions say about it."""
@@ -551,7 +600,8 @@ def plan(
     config: OperatorConfig,
     now: str,
 ) -> Plan:
-    """One pass: canary → children → revisions → phase → conditions → status, each step pure.
+    """One pass: canary → children → revisions → traffic → phase → conditions → status, each
+    step pure.
     `now` is an RFC 3339 UTC time (as status records it)."""
     spec, status = md.spec, md.status
     target = Target.of(md)
@@ -560,6 +610,8 @@ def plan(
     canary = plan_canary(target, spec, status, observed, datetime.fromisoformat(now), control)
     child_changes = plan_children(target, spec, observed, config, canary)
     revisions = plan_revisions(target, spec, status, observed, now, canary)
+    weights = plan_weights(target, revisions, canary, observed)
+    traffic = plan_traffic(target, spec, weights, observed, config)
     verdict = plan_phase(target, revisions.stable, observed, canary)
     conditions = plan_conditions(
         target, verdict, revisions.stable, observed, status.conditions, now, canary
@@ -572,9 +624,9 @@ def plan(
     step_events += canary.events if canary is not None else []
     wake_at = canary.wake_at if canary is not None else None
     return Plan(
-        apply=child_changes.apply,
+        apply=child_changes.apply + traffic.apply,
         scale=child_changes.scale,
-        delete=child_changes.delete + revisions.delete,
+        delete=child_changes.delete + revisions.delete + traffic.delete,
         status=status_patch(status, new_status),
         events=revisions.events
         + step_events

@@ -1,0 +1,147 @@
+"""Table tests of the traffic provider's children: with gatewayAPI an HTTPRoute weighs one Service
+per serving revision by the rollout's weight; with none there is nothing to write."""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+import pytest
+from canary_factories import CANARY, STABLE, STEPS, canary, history, rolling, stable
+
+from davit_operator import api
+from davit_operator.planners import children, reconcile
+from davit_operator.planners.observe import DeploymentState, Observed
+from factories import CONFIG, NOW, md, target_of
+
+GATEWAY = {"parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}]}
+ROUTED = md(replicas=4, rollout={"steps": STEPS}, traffic={"provider": "gatewayAPI",
+                                                           "gatewayAPI": GATEWAY})  # fmt: skip
+PLAIN = md(replicas=4, rollout={"steps": STEPS})
+
+
+def route_weights(manifest: dict[str, Any]) -> dict[str, int]:
+    [rule] = manifest["spec"]["rules"]
+    return {b["name"].removeprefix("resnet-"): b["weight"] for b in rule["backendRefs"]}
+
+
+def served(manifest: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """`manifest` as the API server stores it: with the fingerprint the planner applies, and
+    the defaults Gateway API fills in (group and kind of each reference, a path match)."""
+    stored = reconcile.with_spec_hash(manifest)
+    spec = stored["spec"]
+    if stored["kind"] == "HTTPRoute":
+        spec = {
+            **spec,
+            "parentRefs": [
+                {"group": "gateway.networking.k8s.io", "kind": "Gateway", **p}
+                for p in spec["parentRefs"]
+            ],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [
+                        {"group": "", "kind": "Service", **b} for b in r["backendRefs"]
+                    ],
+                }
+                for r in spec["rules"]
+            ],
+        }
+    return {**stored, "spec": {**spec, **defaults}}
+
+
+def route_and_services(model: api.ModelDeployment, weights: list[tuple[str, int]]) -> Observed:
+    """The children of a route with `weights` as the server holds them."""
+    owner = reconcile.Target.of(model).owner
+    gateway = model.spec.traffic.gateway_api or api.GatewayAPI.model_validate(GATEWAY)
+    manifests = [children.build_revision_service(owner, rev, CONFIG) for rev, _ in weights] + [
+        children.build_http_route(owner, gateway, weights, CONFIG)
+    ]
+    return Observed(
+        children={(m["kind"], m["metadata"]["name"]): served(m, clusterIP="10.0.0.7")
+                  for m in manifests},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    reason: str
+    status: dict[str, Any]
+    deployments: tuple[DeploymentState, ...]
+    _: KW_ONLY
+    model: api.ModelDeployment = field(default_factory=lambda: ROUTED)
+    children: Observed = field(default_factory=Observed)  # route and Services already there
+    route: dict[str, int] | None = None  # the route applied: weight by revision
+    services: list[str] = field(default_factory=list)  # revision Services applied
+    deleted: list[str] = field(default_factory=list)  # kind/name of traffic children deleted
+
+
+CASES = [
+    Case("a new model's route sends everything to its one revision", {}, (),
+         route={target_of(ROUTED): 100}, services=[target_of(ROUTED)]),
+    # The weight moves only once the canary's share is ready: until then it serves nothing.
+    Case("a canary scaling up to its share has no weight yet",
+         rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=1, replicas=2)),
+         route={STABLE: 100, CANARY: 0}, services=[STABLE, CANARY]),
+    Case("the canary's share ready moves the route to 50 %",
+         rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=2)),
+         route={STABLE: 50, CANARY: 50}, services=[STABLE, CANARY]),
+    # An unchanged route (with the server's defaults) is not applied again.
+    Case("a route that holds the weights already is left alone",
+         rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+         children=route_and_services(ROUTED, [(STABLE, 50), (CANARY, 50)])),
+    Case("the promoted canary takes the whole route and stable's Service goes",
+         rolling(currentStep=2, canaryWeight=50), (stable(ready=2), canary(ready=4)),
+         children=route_and_services(ROUTED, [(STABLE, 50), (CANARY, 50)]),
+         route={CANARY: 100}, deleted=[f"Service/resnet-{STABLE}"]),
+    Case("an abort returns the route to stable once stable is back at full size",
+         rolling(currentStep=1, canaryWeight=50, revisions=history(outcome="Aborted")),
+         (stable(ready=4), canary(ready=2)),
+         children=route_and_services(ROUTED, [(STABLE, 50), (CANARY, 50)]),
+         route={STABLE: 100, CANARY: 0}),
+    # Back to provider none: the route and the revision Services go, the model's Service stays.
+    Case("provider none removes the route and the revision Services",
+         rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+         model=PLAIN, children=route_and_services(ROUTED, [(STABLE, 50), (CANARY, 50)]),
+         deleted=[f"Service/resnet-{STABLE}", f"Service/resnet-{CANARY}", "HTTPRoute/resnet"]),
+    Case("provider none writes no traffic children", {}, (), model=PLAIN),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.reason for c in CASES])
+def test_traffic_children(case: Case) -> None:
+    model = case.model.model_copy(
+        update={"status": api.ModelDeploymentStatus.model_validate(case.status)}
+    )
+    observed = Observed(deployments=case.deployments, children=case.children.children)
+    plan = reconcile.plan(model, observed, CONFIG, NOW)
+    routes = [m for m in plan.apply if m["kind"] == "HTTPRoute"]
+    assert [route_weights(r) for r in routes] == ([case.route] if case.route else [])
+    revision_services = [
+        m["metadata"]["name"].removeprefix("resnet-")
+        for m in plan.apply
+        if m["kind"] == "Service" and m["metadata"]["name"] != "resnet"
+    ]
+    assert revision_services == case.services
+    traffic_deleted = [f"{r.kind}/{r.name}" for r in plan.delete if r.kind != "Deployment"]
+    assert traffic_deleted == case.deleted
+
+
+def test_the_route_attaches_to_the_specs_gateway_through_revision_services() -> None:
+    plan = reconcile.plan(ROUTED, Observed(), CONFIG, NOW)
+    [route] = [m for m in plan.apply if m["kind"] == "HTTPRoute"]
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["metadata"]["name"] == "resnet"
+    assert route["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert route["spec"]["parentRefs"] == [
+        {"name": "public", "namespace": "gateways", "sectionName": "https"}
+    ]
+    [backend] = route["spec"]["rules"][0]["backendRefs"]
+    assert backend == {"name": f"resnet-{target_of(ROUTED)}", "port": 8080, "weight": 100}
+    [service] = [
+        m for m in plan.apply if m["kind"] == "Service" and m["metadata"]["name"] == backend["name"]
+    ]
+    assert service["spec"]["selector"] == {
+        "davit.dev/model": "resnet",
+        "davit.dev/revision": target_of(ROUTED),
+    }
