@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,117 @@ def test_a_gateway_api_canary_moves_the_routes_weights_step_by_step(
         timeout=TIMEOUT,
         what="stable's Service retired with its revision",
     )
+
+
+def gpu_canary_spec(version: str, surge_gpus: int) -> dict[str, Any]:
+    """2 replicas of 4 GPUs each: with a blocker of the same size the cluster's 16 are full."""
+    return {
+        **gpu_spec(replicas=2, gpu=4, version=version),
+        "rollout": {
+            "steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}],
+            "maxSurgeGPUs": surge_gpus,
+        },
+    }
+
+
+def fill_the_gpus(models: Models, surge_gpus: int) -> str:
+    """resnet v1 and a blocker Ready on all 16 GPUs; resnet's stable revision."""
+    models.create("blocker", gpu_spec(replicas=2, gpu=4))
+    models.create("resnet", gpu_canary_spec("v1", surge_gpus))
+    for name in ("blocker", "resnet"):
+        wait_for(partial(is_ready, models, name), timeout=TIMEOUT, what=f"{name} Ready")
+    stable: str = models.get("resnet")["status"]["stableRevision"]
+    return stable
+
+
+def promoted(models: Models, stable: str) -> bool:
+    status = models.get("resnet")["status"]
+    return status.get("stableRevision") not in (None, stable) and is_ready(models, "resnet")
+
+
+def test_a_canary_short_of_gpus_waits_without_failing_and_goes_on_once_gpus_are_freed(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    stable = fill_the_gpus(models, surge_gpus=8)
+    models.patch_spec("resnet", gpu_canary_spec("v2", surge_gpus=8))
+
+    def waiting() -> dict[str, Any] | None:
+        progressing = models.condition("resnet", "Progressing") or {}
+        return progressing if progressing.get("reason") == "WaitingForGPUs" else None
+
+    progressing = wait_for(waiting, timeout=TIMEOUT, what="the canary WaitingForGPUs")
+    assert "Insufficient nvidia.com/gpu" in progressing["message"]
+    status = models.get("resnet")["status"]
+    assert (status["phase"], status["currentStep"]) == ("Progressing", 0)
+    assert replicas_by_revision(api_client, namespace)[stable] == 2  # stable is never evicted
+
+    models.delete("blocker")  # its 8 GPUs free up: the canary's pod starts, the rollout goes on
+    wait_for(lambda: promoted(models, stable), timeout=TIMEOUT, what="the canary promoted")
+
+
+def test_with_no_gpu_budget_stable_gives_up_pods_for_the_canary(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    """maxSurgeGPUs 0 on a full cluster: never more than 2 pods of resnet, and yet promoted."""
+    stable = fill_the_gpus(models, surge_gpus=0)
+    models.patch_spec("resnet", gpu_canary_spec("v2", surge_gpus=0))
+    most = 0
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not promoted(models, stable):
+        most = max(most, sum(replicas_by_revision(api_client, namespace).values()))
+        time.sleep(0.2)
+    assert promoted(models, stable)
+    assert most == 2
+
+
+def test_an_operator_killed_at_every_step_boundary_resumes_each_step_once(
+    models: Models, api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    """SIGKILL right after each step ends: the next operator goes on from status, and the
+    model ends with one child of each kind, all owned by it, and each step announced once."""
+    steps = [{"setWeight": 25}, {"pause": {"duration": "2s"}},
+             {"setWeight": 50}, {"pause": {"duration": "2s"}}]  # fmt: skip
+
+    def spec(version: str) -> dict[str, Any]:
+        return {**gpu_spec(replicas=4, version=version), "rollout": {"steps": steps}}
+
+    models.create("resnet", spec("v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    stable = models.get("resnet")["status"]["stableRevision"]
+    models.patch_spec("resnet", spec("v2"))
+    killed_at: list[int] = []
+    deadline = time.monotonic() + 2 * TIMEOUT
+    while time.monotonic() < deadline and not promoted(models, stable):
+        status = models.get("resnet")["status"]
+        step = status.get("currentStep") or 0
+        # (Before v2's first pass, status still shows v1 with all its steps done.)
+        if status.get("canaryRevision") and len(killed_at) < step <= len(steps):
+            operator.kill()
+            killed_at.append(step)
+            operator.start()
+        time.sleep(0.1)
+    assert promoted(models, stable)
+    assert killed_at == [1, 2, 3, 4]
+    uid = models.get("resnet")["metadata"]["uid"]
+    apps, core, policy = (
+        client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.PolicyV1Api(api_client)
+    )  # fmt: skip
+    owned = {
+        kind: [o.metadata.name for o in found.items
+               if any(r.uid == uid for r in o.metadata.owner_references or [])]
+        for kind, found in (
+            ("Deployment", apps.list_namespaced_deployment(namespace)),
+            ("Service", core.list_namespaced_service(namespace)),
+            ("PodDisruptionBudget", policy.list_namespaced_pod_disruption_budget(namespace)),
+        )
+    }  # fmt: skip
+    canary = models.get("resnet")["status"]["stableRevision"]
+    assert owned == {
+        "Deployment": [f"resnet-{canary}"],
+        "Service": ["resnet"],
+        "PodDisruptionBudget": ["resnet"],
+    }
+    announced = step_events(api_client, namespace)
+    # An Event posted after the status write can be lost with a killed operator; one is never
+    # posted twice.
+    assert len(announced) == len(set(announced)) <= len(steps)

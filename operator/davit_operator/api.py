@@ -407,7 +407,9 @@ class Rollout(ApiModel):
         default=2,
         ge=0,
         alias="maxSurgeGPUs",
-        description=NOT_YET + "GPUs the canary's extra pods may hold beyond the stable ones.",
+        description="GPUs a rollout may hold beyond the model's replicas (counted in the "
+        "canary's pods): where the canary's share does not fit, stable gives up pods first, "
+        "and canary pods start on the GPUs they free. 0: never more pods than replicas.",
     )
     revision_history_limit: int = Field(
         default=10, ge=1, le=100, description="Revisions kept in status.revisions."

@@ -134,8 +134,10 @@ class Controller:
     ) -> None:
         # The children are independent objects: written at once, a pass takes as long as its
         # slowest write, not their sum (a Service's ClusterIP allocation is the slow one).
-        await _all(self._apply(manifest) for manifest in changes.apply)
+        # Scales go first: where a rollout's GPU budget has stable give up pods, they are gone
+        # before the canary's are asked for.
         await _all(self._scale(scale, children) for scale in changes.scale)
+        await _all(self._apply(manifest) for manifest in changes.apply)
         await _all(self._delete(ref, children) for ref in changes.delete)
 
     async def _apply(self, manifest: dict[str, Any]) -> None:

@@ -523,6 +523,48 @@ CASES = [
         Facts(total=10, stable_ready=5, canary_ready=7, canary_pending_for_gpus=True),
         Want(WAIT, "WaitingForGPUs", stable=5, canary=10, weight=50, step=DONE),
     ),
+    # ---- the GPU budget (maxSurgeGPUs over the GPUs of one pod: surge_pods)
+    Case(
+        # No room for an extra pod: stable gives one up, and the canary starts on its GPUs.
+        "a zero GPU budget shrinks stable as the canary grows",
+        RolloutState(),
+        Facts(total=10, stable_ready=10, surge_pods=0),
+        Want(P, "ScalingCanary", stable=9, canary=1, weight=0, step=0),
+    ),
+    Case(
+        # Room for the canary's one pod beside all of stable: make before break.
+        "a budget of one pod lets stable keep its share",
+        RolloutState(),
+        Facts(total=10, stable_ready=10, surge_pods=1),
+        Want(P, "ScalingCanary", stable=10, canary=1, weight=0, step=0),
+    ),
+    Case(
+        # 10 % → 50 %: 9 stable + 5 canary is 4 over the total; the budget covers 2.
+        "a budget short of the step's growth shrinks stable by the rest",
+        RolloutState(step=3, weight=10),
+        Facts(total=10, stable_ready=9, canary_ready=1, surge_pods=2),
+        Want(P, "ScalingCanary", stable=7, canary=5, weight=10, step=3),
+    ),
+    Case(
+        "the promotion grows the canary within the budget",
+        RolloutState(step=DONE, weight=50),
+        Facts(total=10, stable_ready=5, canary_ready=5, surge_pods=0),
+        Want(P, "ScalingCanary", stable=0, canary=10, weight=50, step=DONE),
+    ),
+    Case(
+        # Going back, the canary gives its GPUs up to stable's returning pods.
+        "an abort with a zero budget shrinks the canary as stable grows",
+        RolloutState(step=1, weight=10, stopped=Outcome.ABORTED),
+        Facts(total=10, stable_ready=9, canary_ready=1, surge_pods=0),
+        Want(Outcome.ABORTED, "ScalingUpStable", stable=10, canary=0, weight=10, step=1),
+    ),
+    Case(
+        # Waiting for GPUs does not take back the pod stable gave up for the canary.
+        "WaitingForGPUs keeps within the budget",
+        RolloutState(),
+        Facts(total=10, stable_ready=10, canary_pending_for_gpus=True, surge_pods=0),
+        Want(WAIT, "WaitingForGPUs", stable=9, canary=1, weight=0, step=0),
+    ),
     Case(
         # A rollback is never held back by the canary's Pending pods.
         "a GPU shortage does not hold an abort",

@@ -244,6 +244,8 @@ def plan_canary(
             for p in observed.pods
             if p.revision == target.revision
         ),
+        # The budget is counted in the canary's pods: they are the ones that need room.
+        surge_pods=rollout.surge_pods(spec.rollout.max_surge_gpus, spec.resources.gpu),
     )
     at = state.step
     if state.stopped is None and at < len(steps) and _is_analysis(steps[at]):

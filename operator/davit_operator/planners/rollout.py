@@ -97,6 +97,9 @@ class Facts:
     canary_ready: int = 0
     canary_pending_for_gpus: bool = False  # a canary pod is Pending: Insufficient nvidia.com/gpu
     measured: Measured | None = None  # the latest finished measurement, if any
+    # Pods the rollout may run beyond `total` (rollout.maxSurgeGPUs over the GPUs of one pod);
+    # None: no limit (a model without GPUs).
+    surge_pods: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,25 @@ def step_analysis(rollout: api.Rollout, step: api.RolloutStep) -> api.Analysis:
     """rollout.analysis with the step's overrides (camelCase keys, as in the manifest)."""
     defaults = rollout.analysis.model_dump(by_alias=True)
     return api.Analysis.model_validate({**defaults, **(step.analysis or {})})
+
+
+def surge_pods(max_surge_gpus: int, gpus_per_pod: int) -> int | None:
+    """Whole pods that fit in the rollout's GPU budget; None when pods hold no GPUs."""
+    return max_surge_gpus // gpus_per_pod if gpus_per_pod > 0 else None
+
+
+def within_budget(split: Split, facts: Facts, *, give_up: Literal["stable", "canary"]) -> Split:
+    """`split` with at most `facts.surge_pods` pods beyond the total: the side named `give_up`
+    shrinks by the excess (stable while the canary grows; the canary while stable grows back),
+    so that GPUs freed by one side are what the other side's new pods start on."""
+    if facts.surge_pods is None:
+        return split
+    excess = split.stable + split.canary - facts.total - facts.surge_pods
+    if excess <= 0:
+        return split
+    if give_up == "stable":
+        return Split(stable=max(split.stable - excess, 0), canary=split.canary)
+    return Split(stable=split.stable, canary=max(split.canary - excess, 0))
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -229,13 +251,14 @@ def set_weight(state: RolloutState, weight: int, facts: Facts) -> Decision:
             f"canary at {weight} %: {after.canary}/{facts.total} replicas",
             split=after,
         )
+    growing = Split(stable=max(before.stable, after.stable), canary=after.canary)
     return _decide(
         state,
         facts,
         Outcome.PROGRESSING,
         "ScalingCanary",
         f"canary {facts.canary_ready}/{after.canary} ready before {weight} % moves to it",
-        split=Split(stable=max(before.stable, after.stable), canary=after.canary),
+        split=within_budget(growing, facts, give_up="stable"),
     )
 
 
@@ -351,13 +374,14 @@ def finish(state: RolloutState, facts: Facts) -> Decision:
             "the canary serves all traffic",
         )
     before = split_replicas(facts.total, state.weight)
+    growing = Split(stable=before.stable, canary=facts.total)
     return _decide(
         state,
         facts,
         Outcome.PROGRESSING,
         "ScalingCanary",
         f"canary {facts.canary_ready}/{facts.total} ready before it takes all traffic",
-        split=Split(stable=before.stable, canary=facts.total),
+        split=within_budget(growing, facts, give_up="stable"),
     )
 
 
@@ -378,13 +402,14 @@ def return_to_stable(state: RolloutState, facts: Facts) -> Decision:
             f"{word}: stable serves all traffic",
         )
     canary = split_replicas(facts.total, state.weight).canary
+    growing = Split(stable=facts.total, canary=canary)
     return _decide(
         stopped,
         facts,
         outcome,
         "ScalingUpStable",
         f"{word}: stable {facts.stable_ready}/{facts.total} ready before traffic returns to it",
-        split=Split(stable=facts.total, canary=canary),
+        split=within_budget(growing, facts, give_up="canary"),
     )
 
 
@@ -397,16 +422,19 @@ def hold(state: RolloutState, facts: Facts, reason: str, message: str) -> Decisi
 def hold_for_gpus(state: RolloutState, proposed: Decision, facts: Facts) -> Decision:
     """Canary pods Pending for GPUs: nothing advances (no step ends, no pause or measurement
     begins) and nothing fails; the proposed replicas stay asked for, so the pods start once
-    GPUs are freed, and stable never goes below its share at the current weight."""
+    GPUs are freed, and stable never goes below its share at the current weight unless the GPU
+    budget (`surge_pods`) has it give GPUs up to the canary."""
     if not facts.canary_pending_for_gpus:
         return proposed
     if proposed.outcome not in (Outcome.PROGRESSING, Outcome.PAUSED):
         return proposed
     current = split_replicas(facts.total, state.weight)
+    # Stable keeps its share, unless the GPU budget gave that up so the canary's pods can start.
+    kept = Split(max(proposed.stable_replicas, current.stable), proposed.canary_replicas)
     return replace(
         proposed,
         state=state,
-        stable_replicas=max(proposed.stable_replicas, current.stable),
+        stable_replicas=within_budget(kept, facts, give_up="stable").stable,
         start_analysis=False,
         outcome=Outcome.WAITING_FOR_GPUS,
         reason="WaitingForGPUs",
