@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from test_modeldeployment import deployments, gpu_spec, is_ready
+from test_modeldeployment import deployments, gpu_spec, is_ready, pods
 from test_operator_loop import model_events
 
 from e2e_support import Models, OperatorProcess, kubectl, wait_for
@@ -393,3 +393,87 @@ def test_an_operator_killed_at_every_step_boundary_resumes_each_step_once(
     # An Event posted after the status write can be lost with a killed operator; one is never
     # posted twice.
     assert len(announced) == len(set(announced)) <= len(steps)
+
+
+def test_kubectl_davit_pause_holds_past_a_timed_pause_and_resume_goes_on(
+    models: Models, api_client: client.ApiClient, namespace: str, kube_env: dict[str, str]
+) -> None:
+    stable, canary = start_rollout(models, pause="2s")
+    wait_for(lambda: paused_status(models), timeout=TIMEOUT, what="the timed pause at 50 %")
+    paused = kubectl_davit(kube_env, namespace, "pause", "resnet")
+    assert paused.returncode == 0, paused.stderr
+    assert "ControlAccepted" in paused.stdout
+    time.sleep(4)  # the timed pause is over; the person's holds
+    status = models.get("resnet")["status"]
+    assert (status["currentStep"], status.get("paused")) == (1, True)
+    assert (models.condition("resnet", "Progressing") or {}).get("reason") == "PausedByControl"
+    assert replicas_by_revision(api_client, namespace) == {stable: 2, canary: 2}
+
+    resumed = kubectl_davit(kube_env, namespace, "resume", "resnet")
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(lambda: promoted(models, stable), timeout=TIMEOUT, what="the canary promoted")
+    assert "paused" not in models.get("resnet")["status"]
+
+
+def test_a_blue_green_rollout_switches_the_route_once_the_new_revision_is_whole(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    rollout = {"strategy": "blueGreen", "steps": [{"pause": {"duration": "2s"}}]}
+    traffic = {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
+
+    def spec(version: str) -> dict[str, Any]:
+        return {**gpu_spec(replicas=2, version=version), "rollout": rollout, "traffic": traffic}
+
+    models.create("resnet", spec("v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    stable = models.get("resnet")["status"]["stableRevision"]
+    models.patch_spec("resnet", spec("v2"))
+    seen: list[tuple[dict[str, int], dict[str, int]]] = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not promoted(models, stable):
+        state = (
+            route_weights(api_client, namespace) or {},
+            replicas_by_revision(api_client, namespace),
+        )
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        time.sleep(0.2)
+    assert promoted(models, stable)
+    new = models.get("resnet")["status"]["stableRevision"]
+    # Until the switch all traffic stays on stable, while the new revision is at full size.
+    before_switch = [(w, r) for w, r in seen if w.get(new, 0) == 0 and new in r]
+    assert before_switch, seen
+    assert all(w == {stable: 100, new: 0} for w, _ in before_switch), seen
+    assert any(r == {stable: 2, new: 2} for _, r in before_switch), seen
+    assert all(w.get(new) in (0, 100, None) for w, _ in seen), seen  # one switch, no steps
+    wait_for(
+        lambda: route_weights(api_client, namespace) == {new: 100},
+        timeout=TIMEOUT,
+        what="the whole route on the new revision",
+    )
+
+
+def test_recreate_removes_the_old_pods_before_the_new_ones_start(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    def spec(version: str) -> dict[str, Any]:
+        return {**gpu_spec(replicas=2, version=version), "rollout": {"strategy": "recreate"}}
+
+    models.create("resnet", spec("v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    stable = models.get("resnet")["status"]["stableRevision"]
+    models.patch_spec("resnet", spec("v2"))
+    revisions_at_once: set[int] = set()
+    reasons: set[str] = set()
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not promoted(models, stable):
+        found = pods(api_client, namespace, "resnet")
+        revisions_at_once.add(len({p.metadata.labels["davit.dev/revision"] for p in found}))
+        reasons.add((models.condition("resnet", "Ready") or {}).get("reason", ""))
+        time.sleep(0.1)
+    assert promoted(models, stable)
+    assert revisions_at_once <= {0, 1}  # never both revisions' pods
+    assert "Recreating" in reasons
+    assert replicas_by_revision(api_client, namespace) == {
+        models.get("resnet")["status"]["stableRevision"]: 2
+    }

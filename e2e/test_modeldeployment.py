@@ -279,6 +279,11 @@ INVALID = [
         "traffic.provider gatewayAPI needs traffic.gatewayAPI.parentRefs",
         id="gateway-without-parents",
     ),
+    pytest.param(
+        {"model": {"uri": "pvc://models/x", **TENSORS}, "rollout": {"strategy": "blueGreen"}},
+        "rollout.strategy blueGreen needs traffic.provider gatewayAPI",
+        id="blue-green-without-gateway",
+    ),
 ]
 
 

@@ -376,12 +376,16 @@ class Rollout(ApiModel):
     """How a new revision replaces the stable one.
 
     With strategy canary and steps, the new revision serves beside stable and takes over step
-    by step; without steps it replaces stable once all its replicas are available."""
+    by step; without steps it replaces stable once all its replicas are available. With
+    blueGreen it comes up at full size with no traffic, runs the steps, then takes all."""
 
     strategy: RolloutStrategy = Field(
         default=RolloutStrategy.CANARY,
-        description="canary (the steps; without steps, a plain replacement) | blueGreen | "
-        "recreate (both not acted on yet: a plain replacement).",
+        description="canary (the steps; without steps, a plain replacement) | blueGreen (the "
+        "new revision at full size beside stable with no traffic, then its steps, then all "
+        "traffic at once; needs traffic.provider gatewayAPI) | recreate (the old revision's "
+        "pods go before the new revision's start: nothing serves in between, for models "
+        "whose two versions must never serve at once or whose GPUs cannot hold both).",
     )
     steps: list[RolloutStep] = Field(
         default_factory=list,
@@ -513,6 +517,12 @@ class Traffic(ApiModel):
     )
 
 
+# CEL: the spec asks for a blue-green rollout.
+BLUE_GREEN = (
+    "has(self.rollout) && has(self.rollout.strategy) && self.rollout.strategy == 'blueGreen'"
+)
+
+
 class ModelDeploymentSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -543,6 +553,19 @@ class ModelDeploymentSpec(ApiModel):
                 cel(
                     "self.resources.gpuProduct == '' || self.resources.gpu > 0",
                     "resources.gpuProduct is set but resources.gpu is 0",
+                ),
+                cel(
+                    f"!({BLUE_GREEN}) || (has(self.traffic) && has(self.traffic.provider) && "
+                    "self.traffic.provider == 'gatewayAPI')",
+                    "rollout.strategy blueGreen needs traffic.provider gatewayAPI: with none, "
+                    "requests follow ready replicas, so the new revision would serve before "
+                    "the switch",
+                ),
+                cel(
+                    f"!({BLUE_GREEN}) || !has(self.rollout.steps) || "
+                    "self.rollout.steps.all(s, !has(s.setWeight))",
+                    "rollout.strategy blueGreen switches all traffic at once: its steps are "
+                    "pauses and analysis, not setWeight",
                 ),
             ]
         }
@@ -659,6 +682,11 @@ class ModelDeploymentStatus(ApiModel):
         default=None,
         ge=0,
         description=NOT_YET + "consecutive failed measurements at the current analysis step.",
+    )
+    paused: bool | None = Field(
+        default=None,
+        description="A person paused the rollout (`kubectl davit pause`): nothing advances "
+        "until `kubectl davit resume` or a promote; absent otherwise.",
     )
     last_control: str | None = Field(
         default=None,

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from typing import Any, TypeVar
 
 import kopf
 
@@ -53,21 +54,27 @@ def _copy_list(value: Any) -> Any:
     return value
 
 
+T = TypeVar("T")
+
+
+async def until_answered(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """At start the operator can do nothing useful without the API server: `call` is retried,
+    with a growing delay, until it answers."""
+    failures = 0
+    while True:
+        try:
+            return await call()
+        except Exception as error:
+            failures += 1
+            delay = retry_delay(failures, SNAPSHOT_RETRY)
+            logger.warning("%s failed (retry in %.0fs): %r", what, delay, error)
+            await asyncio.sleep(delay)
+
+
 async def list_until_done(informers: list[Informer]) -> None:
     """At start: the operator cannot do anything useful before every kind has been listed."""
-    failures = 0
     for informer in informers:
-        while True:
-            try:
-                await informer.list()
-                break
-            except Exception as error:
-                failures += 1
-                delay = retry_delay(failures, SNAPSHOT_RETRY)
-                logger.warning(
-                    "listing %s failed (retry in %.0fs): %r", informer.name, delay, error
-                )
-                await asyncio.sleep(delay)
+        await until_answered(f"listing {informer.name}", informer.list)
 
 
 class ModelSnapshots:
@@ -132,7 +139,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     @kopf.on.startup(registry=registry)
     async def start_scheduler(**_: Any) -> None:
         for kind, provider in OPTIONAL_KINDS.items():
-            if await kube.serves(kind, namespaces[0]):
+            asked = f"asking whether the cluster serves {kind}"
+            if await until_answered(asked, partial(kube.serves, kind, namespaces[0])):
                 informers.extend(Informer(kind, ns, kube, cache, wake_settled) for ns in namespaces)
             else:
                 logger.info(

@@ -1,4 +1,4 @@
-"""`kubectl davit`: watch a rollout and steer it (promote, abort, retry).
+"""`kubectl davit`: watch a rollout and steer it (promote, abort, retry, pause, resume).
 
 kubectl runs `kubectl-davit` (installed with the package) for `kubectl davit …`. It talks to the
 API server with the user's kubeconfig, like kubectl: a control is a request the operator acts on
@@ -62,6 +62,11 @@ def request_for(md: dict[str, Any], control: Control, request_id: str) -> Reques
             f"the rollout of revision {canary} is {outcome.lower()}: `kubectl davit retry "
             f"{name}` starts it again, or change the spec"
         )
+    paused = bool(status.get("paused"))
+    if control is Control.PAUSE and paused:
+        raise PluginError(f"the rollout of revision {canary} is paused already")
+    if control is Control.RESUME and not paused:
+        raise PluginError(f"the rollout of revision {canary} is not paused: nothing to resume")
     return Request(control, canary, request_id)
 
 
@@ -222,9 +227,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     promote.add_argument("--full", action="store_true", help="skip every remaining step")
     commands.add_parser("abort", help="return all traffic to stable and stop the rollout")
     commands.add_parser("retry", help="start an aborted or rolled-back rollout again")
+    commands.add_parser("pause", help="hold the rollout where it is")
+    commands.add_parser("resume", help="go on from where pause held the rollout")
     for command in commands.choices.values():
         command.add_argument("name", help="the ModelDeployment")
-        if command.prog.endswith(("promote", "abort", "retry")):
+        if command.prog.endswith(("promote", "abort", "retry", "pause", "resume")):
             command.add_argument(
                 "--wait", type=float, default=10.0, help="seconds to wait for the operator"
             )
@@ -237,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "promote": lambda a: Control.PROMOTE_FULL if a.full else Control.PROMOTE,
         "abort": lambda _: Control.ABORT,
         "retry": lambda _: Control.RETRY,
+        "pause": lambda _: Control.PAUSE,
+        "resume": lambda _: Control.RESUME,
     }
     try:
         client = _client(args)

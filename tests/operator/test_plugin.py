@@ -13,7 +13,7 @@ from davit_operator.plugin import PluginError, parse_args, render_status, reques
 CANARY, STABLE = "232d26766d", "0ld57ab1e"
 
 
-def md(canary_outcome: str | None = "Progressing") -> dict[str, Any]:
+def md(canary_outcome: str | None = "Progressing", *, paused: bool = False) -> dict[str, Any]:
     """resnet mid-pause at 50 % (canary_outcome None: no rollout running)."""
     revisions = [{"hash": STABLE, "version": "v1", "outcome": "Stable"}]
     if canary_outcome is not None:
@@ -31,6 +31,8 @@ def md(canary_outcome: str | None = "Progressing") -> dict[str, Any]:
     }  # fmt: skip
     if canary_outcome is not None:
         status.update(canaryRevision=CANARY, canaryWeight=50, currentStep=1)
+    if paused:
+        status["paused"] = True
     return {
         "metadata": {"name": "resnet", "namespace": "ml"},
         "spec": {"rollout": {"steps": [{"setWeight": 50}, {"pause": {"duration": "3s"}}]}},
@@ -52,6 +54,7 @@ class RequestCase:
     canary_outcome: str | None
     control: Control
     refused: str = ""  # part of the error the user reads; "" means the request is made
+    paused: bool = False
 
 
 REQUESTS = [
@@ -65,6 +68,12 @@ REQUESTS = [
                 "is not stopped: nothing to retry"),
     RequestCase("an aborted rollout is retried, not promoted", "Aborted", Control.PROMOTE,
                 "is aborted: `kubectl davit retry resnet` starts it again"),
+    RequestCase("pause a running canary", "Progressing", Control.PAUSE),
+    RequestCase("resume a paused canary", "Progressing", Control.RESUME, paused=True),
+    RequestCase("nothing to resume unless paused", "Progressing", Control.RESUME,
+                "is not paused: nothing to resume"),
+    RequestCase("no second pause", "Progressing", Control.PAUSE, "is paused already",
+                paused=True),
 ]  # fmt: skip
 
 
@@ -72,10 +81,10 @@ REQUESTS = [
 def test_request_for(case: RequestCase) -> None:
     if case.refused:
         with pytest.raises(PluginError) as error:
-            request_for(md(case.canary_outcome), case.control, "id-1")
+            request_for(md(case.canary_outcome, paused=case.paused), case.control, "id-1")
         assert case.refused in str(error.value)
         return
-    request = request_for(md(case.canary_outcome), case.control, "id-1")
+    request = request_for(md(case.canary_outcome, paused=case.paused), case.control, "id-1")
     assert (request.control, request.revision, request.id) == (case.control, CANARY, "id-1")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -274,7 +274,7 @@ def test_plan_phase(case: PhaseCase) -> None:
     )
     obs = observed(deployment(model, ready=case.target_ready), pods=pods)
     stable = target.revision if case.stable_is_target else "older"
-    verdict = reconcile.plan_phase(target, stable, obs)
+    verdict = reconcile.plan_phase(target, model.spec, stable, obs)
     assert (verdict.phase.value, verdict.ready_reason) == case.want
 
 
@@ -392,3 +392,54 @@ def test_events_over_a_models_life(case: LifeCase) -> None:
         status = {**status, **plan.status}
         events = [(e.type, e.reason) for e in plan.events]
     assert events == case.want
+
+
+# ---- strategy recreate: the old revision goes first, honest about the downtime
+
+RECREATE = md(replicas=2, rollout={"strategy": "recreate"}, model={"uri": "pvc://m/v2"})
+OLD = "0ld57ab1e"
+
+
+@dataclass(frozen=True)
+class RecreateCase:
+    reason: str
+    old_deployment: bool  # the old revision's Deployment still exists
+    old_pods: int  # its pods not yet gone
+    new_ready: int | None  # the new revision's Deployment, with this many ready; None: absent
+    _: KW_ONLY
+    creates_new: bool = False
+    deletes_old: bool = False
+    phase: str = "Progressing"
+    ready_reason: str = "Recreating"
+
+
+RECREATES = [
+    # Nothing new until the old pods are gone: the two never serve side by side.
+    RecreateCase("the old revision is deleted first and the new one waits", True, 2, None,
+                 deletes_old=True),
+    RecreateCase("the new revision waits while the old pods terminate", False, 1, None),
+    RecreateCase("with the old pods gone the new revision is created", False, 0, None,
+                 creates_new=True, ready_reason="RolloutInProgress"),
+    RecreateCase("the new revision ready is stable and healthy", False, 0, 2,
+                 phase="Healthy", ready_reason="AllReplicasReady"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", RECREATES, ids=[c.reason for c in RECREATES])
+def test_recreate(case: RecreateCase) -> None:
+    status = {"stableRevision": OLD, "revisions": [{"hash": OLD, "outcome": "Stable"}]}
+    model = RECREATE.model_copy(update={"status": api.ModelDeploymentStatus.model_validate(status)})
+    new = target_of(model)
+    deployments = [deployment(model, OLD, ready=2)] if case.old_deployment else []
+    if case.new_ready is not None:
+        applied = deployment(model, ready=case.new_ready)
+        deployments.append(replace(applied, manifest=reconcile.with_spec_hash(applied.manifest)))
+    pods = tuple(replace(pod(OLD), name=f"old-{n}") for n in range(case.old_pods))
+    plan = reconcile.plan(model, observed(*deployments, pods=pods), CONFIG, NOW)
+    created = [m["metadata"]["name"] for m in plan.apply if m["kind"] == "Deployment"]
+    assert created == ([f"resnet-{new}"] if case.creates_new else [])
+    deleted = [r.name for r in plan.delete if r.kind == "Deployment"]
+    assert deleted == ([f"resnet-{OLD}"] if case.deletes_old else [])
+    stored = api.ModelDeploymentStatus.model_validate({**status, **plan.status})
+    ready = next(c for c in stored.conditions if c.type == "Ready")
+    assert (stored.phase, ready.reason) == (case.phase, case.ready_reason)

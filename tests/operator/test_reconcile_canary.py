@@ -179,6 +179,13 @@ CASES = [
          Want(reason="ScalingCanary", status={"lastControl": PROMOTE},
               events=["ControlIgnored"]),
          control=PROMOTE),
+    # A person's pause holds even a pause that is over; the status says so for the next pass.
+    Case("a person's pause is accepted and held in status",
+         rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
+         (stable(ready=2), canary(ready=2)),
+         Want(reason="PausedByControl", status={"paused": True, "currentStep": 1},
+              events=["ControlAccepted"], wake_in=3),
+         control=control("pause"), now="2026-11-23T12:00:03Z"),
     Case("a control meant for another revision is ignored",
          rolling(currentStep=1, canaryWeight=50, pauseUntil=PAUSE_END),
          (stable(ready=2), canary(ready=2)),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,9 @@ def rollout(steps: list[dict[str, Any]] | None = None, **fields: Any) -> api.Rol
     return api.Rollout.model_validate({"steps": STEPS if steps is None else steps, **fields})
 
 
+BLUE_GREEN = rollout([{"pause": {"duration": "30s"}}], strategy="blueGreen")
+
+
 @dataclass(frozen=True)
 class Want:
     outcome: Outcome
@@ -63,6 +66,7 @@ class Want:
     failures: int = 0
     pause_until: datetime | None = None
     analysis_since: datetime | None = None
+    paused: bool = False
 
 
 def got(decision: Decision) -> Want:
@@ -79,6 +83,7 @@ def got(decision: Decision) -> Want:
         failures=state.analysis_failures,
         pause_until=state.pause_until,
         analysis_since=state.analysis_since,
+        paused=state.paused,
     )
 
 
@@ -523,6 +528,116 @@ CASES = [
         Facts(total=10, stable_ready=5, canary_ready=7, canary_pending_for_gpus=True),
         Want(WAIT, "WaitingForGPUs", stable=5, canary=10, weight=50, step=DONE),
     ),
+    # ---- pause and resume (a person's)
+    Case(
+        # The canary's share is ready, but the step does not end; stable keeps all ten.
+        "a person's pause holds a setWeight step that could end",
+        RolloutState(),
+        Facts(total=10, stable_ready=10, canary_ready=1),
+        Want(S, "PausedByControl", stable=10, canary=1, weight=0, step=0, paused=True),
+        control=Control.PAUSE,
+    ),
+    Case(
+        "while paused a timed pause does not begin",
+        replace(AT_PAUSE, paused=True),
+        Facts(total=10, stable_ready=9, canary_ready=1),
+        Want(S, "PausedByControl", stable=9, canary=1, weight=10, step=1, paused=True),
+    ),
+    Case(
+        "resume goes on where the pause held it",
+        RolloutState(paused=True),
+        Facts(total=10, stable_ready=10, canary_ready=1),
+        Want(P, "WeightSet", stable=9, canary=1, weight=10, step=1),
+        control=Control.RESUME,
+    ),
+    Case(
+        # Promote ends the timed pause and the person's: the analysis step begins measuring.
+        "promote lets a paused rollout go on",
+        replace(AT_PAUSE, paused=True, pause_until=later(20)),
+        Facts(total=10, stable_ready=9, canary_ready=1),
+        Want(
+            P,
+            "Analysing",
+            stable=9,
+            canary=1,
+            weight=10,
+            step=2,
+            wake_at=later(30),
+            start_analysis=True,
+            analysis_since=NOW,
+        ),
+        control=Control.PROMOTE,
+    ),
+    Case(
+        "a stopped rollout ignores pause",
+        RolloutState(step=1, weight=0, stopped=Outcome.ABORTED),
+        Facts(total=10, stable_ready=10),
+        Want(Outcome.ABORTED, "Aborted", stable=10, canary=0, weight=0, step=1),
+        control=Control.PAUSE,
+    ),
+    Case(
+        "a promoted rollout ignores pause",
+        RolloutState(step=DONE, weight=100),
+        Facts(total=10, canary_ready=10),
+        Want(Outcome.PROMOTED, "Promoted", stable=0, canary=10, weight=100, step=DONE),
+        control=Control.PAUSE,
+    ),
+    # ---- blueGreen: the new revision at full size with no traffic, its steps, one switch
+    Case(
+        "blueGreen brings the new revision up at full size beside stable with no traffic",
+        RolloutState(),
+        Facts(total=4, stable_ready=4, canary_ready=1),
+        Want(P, "ScalingNewRevision", stable=4, canary=4, weight=0, step=0),
+        rollout=BLUE_GREEN,
+    ),
+    Case(
+        # Both at full size while the steps run; the pause begins once the new one is ready.
+        "blueGreen runs its steps with both at full size",
+        RolloutState(),
+        Facts(total=4, stable_ready=4, canary_ready=4),
+        Want(
+            S,
+            "Paused",
+            stable=4,
+            canary=4,
+            weight=0,
+            step=0,
+            wake_at=later(30),
+            pause_until=later(30),
+        ),
+        rollout=BLUE_GREEN,
+    ),
+    Case(
+        "blueGreen switches all traffic at once when its steps are done",
+        RolloutState(step=1),
+        Facts(total=4, stable_ready=4, canary_ready=4),
+        Want(Outcome.PROMOTED, "Switched", stable=0, canary=4, weight=100, step=1),
+        rollout=BLUE_GREEN,
+    ),
+    Case(
+        # Stable never shrinks before the switch: the new revision grows as far as the budget.
+        "a GPU budget short of a second full set holds blueGreen and says so",
+        RolloutState(),
+        Facts(total=4, stable_ready=4, surge_pods=2),
+        Want(S, "GPUBudgetTooSmall", stable=4, canary=2, weight=0, step=0),
+        rollout=BLUE_GREEN,
+    ),
+    Case(
+        # Nothing ever moved to the new revision: an abort drops it at once.
+        "an aborted blueGreen drops the new revision at once",
+        RolloutState(),
+        Facts(total=4, stable_ready=4, canary_ready=4),
+        Want(Outcome.ABORTED, "Aborted", stable=4, canary=0, weight=0, step=0),
+        control=Control.ABORT,
+        rollout=BLUE_GREEN,
+    ),
+    Case(
+        # Without a measurement source an analysis step holds (the reconcile's case today).
+        "an analysis step with nothing to measure holds the rollout",
+        AT_ANALYSIS,
+        Facts(total=10, stable_ready=9, canary_ready=1, can_analyse=False),
+        Want(S, "AnalysisNotActedOn", stable=9, canary=1, weight=10, step=2),
+    ),
     # ---- the GPU budget (maxSurgeGPUs over the GPUs of one pod: surge_pods)
     Case(
         # No room for an extra pod: stable gives one up, and the canary starts on its GPUs.
@@ -655,9 +770,9 @@ def test_a_rollout_driven_pass_by_pass_through_status_is_promoted() -> None:
     assert weights == sorted(weights)  # never backwards
 
 
-def test_other_strategies_are_refused() -> None:
-    with pytest.raises(ValueError, match="blueGreen"):
-        plan_rollout(rollout(strategy="blueGreen"), RolloutState(), Facts(total=1), NOW)
+def test_recreate_is_not_planned_here() -> None:
+    with pytest.raises(ValueError, match="recreate"):
+        plan_rollout(rollout(strategy="recreate"), RolloutState(), Facts(total=1), NOW)
 
 
 # ---- the replica split -------------------------------------------------------------------------

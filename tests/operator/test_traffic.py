@@ -18,6 +18,8 @@ GATEWAY = {"parentRefs": [{"name": "public", "namespace": "gateways", "sectionNa
 ROUTED = md(replicas=4, rollout={"steps": STEPS}, traffic={"provider": "gatewayAPI",
                                                            "gatewayAPI": GATEWAY})  # fmt: skip
 PLAIN = md(replicas=4, rollout={"steps": STEPS})
+BLUE_GREEN = md(replicas=4, rollout={"strategy": "blueGreen", "steps": [{"pause": {}}]},
+                traffic={"provider": "gatewayAPI", "gatewayAPI": GATEWAY})  # fmt: skip
 
 
 def route_weights(manifest: dict[str, Any]) -> dict[str, int]:
@@ -105,6 +107,14 @@ CASES = [
          model=PLAIN, children=route_and_services(ROUTED, [(STABLE, 50), (CANARY, 50)]),
          deleted=[f"Service/resnet-{STABLE}", f"Service/resnet-{CANARY}", "HTTPRoute/resnet"]),
     Case("provider none writes no traffic children", {}, (), model=PLAIN),
+    # blueGreen: the new revision at full size keeps 0 % until the switch, then takes all.
+    Case("blueGreen's new revision at full size has no weight before the switch",
+         rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=4)),
+         model=BLUE_GREEN, route={STABLE: 100, CANARY: 0}, services=[STABLE, CANARY]),
+    Case("blueGreen switches the whole route at once",
+         rolling(currentStep=1, canaryWeight=0), (stable(), canary(ready=4)),
+         model=BLUE_GREEN, children=route_and_services(BLUE_GREEN, [(STABLE, 100), (CANARY, 0)]),
+         route={CANARY: 100}, deleted=[f"Service/resnet-{STABLE}"]),
 ]  # fmt: skip
 
 

@@ -223,8 +223,10 @@ def plan_canary(
     yet, and passing it unjudged would promote a canary nobody measured. `control` is a
     person's request for this canary, applied first.
     """
-    steps, stable = spec.rollout.steps, status.stable_revision
-    if spec.rollout.strategy is not api.RolloutStrategy.CANARY or not steps:
+    steps, stable, strategy = spec.rollout.steps, status.stable_revision, spec.rollout.strategy
+    if strategy is api.RolloutStrategy.RECREATE:
+        return None
+    if strategy is api.RolloutStrategy.CANARY and not steps:
         return None
     if stable is None or stable == target.revision:
         return None
@@ -234,11 +236,28 @@ def plan_canary(
     fresh = status.canary_revision != target.revision
     recorded = rollout.RolloutState() if fresh else rollout.RolloutState.of(status)
     state = rollout.apply_control(recorded, control, steps)
-    canary_deployment = observed.deployment(target.revision)
-    facts = rollout.Facts(
+    facts = canary_facts(target, spec, stable_deployment, observed)
+    decision = rollout.plan_rollout(spec.rollout, state, facts, now)
+
+    moved = decision.state != recorded
+    return Canary(
+        stable=stable,
+        decision=decision,
+        events=step_events(steps, recorded, state, decision, control),
+        controlled=state != recorded,
+        wake_at=decision.wake_at or (now if moved else None),
+    )
+
+
+def canary_facts(
+    target: Target, spec: api.ModelDeploymentSpec, stable: DeploymentState, observed: Observed
+) -> rollout.Facts:
+    """What the rollout planner decides on, from the observed revisions."""
+    canary = observed.deployment(target.revision)
+    return rollout.Facts(
         total=target.replicas,
-        stable_ready=stable_deployment.ready_replicas,
-        canary_ready=canary_deployment.ready_replicas if canary_deployment else 0,
+        stable_ready=stable.ready_replicas,
+        canary_ready=canary.ready_replicas if canary else 0,
         canary_pending_for_gpus=any(
             p.scheduled is False and GPU_SHORTAGE_MARKER in p.scheduling_message
             for p in observed.pods
@@ -246,41 +265,27 @@ def plan_canary(
         ),
         # The budget is counted in the canary's pods: they are the ones that need room.
         surge_pods=rollout.surge_pods(spec.rollout.max_surge_gpus, spec.resources.gpu),
+        can_analyse=False,  # no measurement source is built yet
     )
-    at = state.step
-    if state.stopped is None and at < len(steps) and _is_analysis(steps[at]):
-        decision = rollout.hold(
-            state,
-            facts,
-            "AnalysisNotActedOn",
-            f"step {at + 1} of {len(steps)} is an analysis step, which Davit does not run yet: "
-            f"the rollout holds at {state.weight} % (`kubectl davit promote` passes it)",
-        )
-    else:
-        decision = rollout.plan_rollout(spec.rollout, state, facts, now)
+
+
+def step_events(
+    steps: list[api.RolloutStep], recorded: rollout.RolloutState,
+    controlled: rollout.RolloutState, decision: rollout.Decision,
+    control: rollout.Control | None,
+) -> list[Event]:  # fmt: skip
+    """One Event per step this pass completed: those a promote ended (from the state as
+    `recorded` to the state as `controlled`), then the one the planner ended, in its words."""
 
     def completed(step: int, how: str) -> Event:
         what = f"step {step + 1} of {len(steps)} ({_describe(steps[step])})"
         return Event("Normal", "RolloutStepCompleted", f"{what} completed: {how}")
 
-    # Steps a promote ended, then the step the planner ended (if any) in its own words.
-    promoted_past = range(recorded.step, min(at, len(steps)))
-    ended = range(at, min(decision.state.step, len(steps)))
-    events = [completed(n, f"{control} requested") for n in promoted_past]
-    events += [completed(n, decision.message) for n in ended]
-    moved = decision.state != recorded
-    wake_at = decision.wake_at or (now if moved else None)
-    return Canary(
-        stable=stable,
-        decision=decision,
-        events=events,
-        controlled=state != recorded,
-        wake_at=wake_at,
-    )
-
-
-def _is_analysis(step: api.RolloutStep) -> bool:
-    return step.set_weight is None and step.pause is None
+    promoted_past = range(recorded.step, min(controlled.step, len(steps)))
+    ended = range(controlled.step, min(decision.state.step, len(steps)))
+    return [completed(n, f"{control} requested") for n in promoted_past] + [
+        completed(n, decision.message) for n in ended
+    ]
 
 
 def _describe(step: api.RolloutStep) -> str:
@@ -298,6 +303,14 @@ class ChildChanges:
     delete: list[ChildRef]
 
 
+def recreates(spec: api.ModelDeploymentSpec) -> bool:
+    return spec.rollout.strategy is api.RolloutStrategy.RECREATE
+
+
+def old_pods_remain(target: Target, observed: Observed) -> bool:
+    return any(p.revision != target.revision for p in observed.pods)
+
+
 def plan_children(
     target: Target, spec: api.ModelDeploymentSpec, observed: Observed, config: OperatorConfig,
     canary: Canary | None = None,
@@ -306,8 +319,10 @@ def plan_children(
     those whose Davit-owned fields differ from what is observed are applied; a Deployment that
     differs only in replicas is scaled instead. An HPA goes with autoscaling. During a canary
     the target has the canary's replicas and the stable Deployment is scaled to its share
-    (until the promotion retires it)."""
+    (until the promotion retires it). With strategy recreate the target's Deployment is made
+    only once no pod of another revision is left."""
     owner = target.owner
+    waits_for_old = recreates(spec) and old_pods_remain(target, observed)
     replicas = target.replicas if canary is None else canary.decision.canary_replicas
     desired = [
         children.build_deployment(owner, spec, target.revision, replicas, config),
@@ -329,6 +344,8 @@ def plan_children(
             existing = observed.child(manifest["kind"], manifest["metadata"]["name"])
             if needs_apply(manifest, existing):
                 apply.append(manifest)
+        elif target_deployment is None and waits_for_old:
+            continue
         elif target_deployment is None or needs_apply(
             without_replicas(manifest), target_deployment.manifest
         ):
@@ -358,7 +375,8 @@ def plan_revisions(
 ) -> RevisionChanges:  # fmt: skip
     """The target becomes stable once fully available (during a canary: once the rollout
     planner promotes it); older revisions' Deployments then go. A canary that a newer target
-    replaced goes at once: only stable and the target serve beside each other."""
+    replaced goes at once: only stable and the target serve beside each other. With strategy
+    recreate every other revision goes at once."""
     events = []
     history, started = revision.record_target(
         status.revisions, target.revision, spec, now, rolling_out=status.canary_revision
@@ -373,7 +391,7 @@ def plan_revisions(
         promoted = canary.promoted
     else:
         promoted = _is_available(observed.deployment(target.revision), target.replicas)
-    keep = {target.revision} if promoted else {target.revision, stable}
+    keep = {target.revision} if promoted or recreates(spec) else {target.revision, stable}
     retired = [d for d in observed.deployments if d.revision not in keep]
     if promoted:
         if stable != target.revision:
@@ -384,6 +402,8 @@ def plan_revisions(
                 )
             )
         stable = target.revision
+    elif recreates(spec):
+        stable = None  # the old revision goes first: nothing stable serves meanwhile
     elif canary is None:
         retired = []  # the old revisions serve until the target can carry all traffic
         if stable is not None and observed.deployment(stable) is None and observed.deployments:
@@ -461,8 +481,9 @@ class Verdict:
 
 
 def plan_phase(
-    target: Target, stable: str | None, observed: Observed, canary: Canary | None = None
-) -> Verdict:
+    target: Target, spec: api.ModelDeploymentSpec, stable: str | None, observed: Observed,
+    canary: Canary | None = None,
+) -> Verdict:  # fmt: skip
     """Pending (unschedulable, nothing ready), Degraded (a container cannot serve: crash loop,
     image pull, OOM — with the kubelet's and the runtime's own words), Progressing (a revision
     rolling out, in the rollout planner's words during a canary), Healthy, or Degraded (the
@@ -493,6 +514,15 @@ def plan_phase(
         # new spec (stable serves meanwhile).
         phase = api.Phase.DEGRADED if canary.stopped else api.Phase.PROGRESSING
         return verdict(phase, canary.decision.reason, canary.decision.message)
+    older = [d for d in observed.deployments if d.revision != rev]
+    if recreates(spec) and (older or old_pods_remain(target, observed)):
+        # Honest about the downtime it chose: nothing serves until the new revision does.
+        return verdict(
+            api.Phase.PROGRESSING,
+            "Recreating",
+            f"revision {rev}: the old revision's pods go first (strategy recreate: nothing "
+            f"serves until {rev} is ready)",
+        )
     if rolling:
         reason = sched_reason if scheduled is False else ROLLOUT_IN_PROGRESS
         return verdict(
@@ -603,8 +633,7 @@ def plan(
     now: str,
 ) -> Plan:
     """One pass: canary → children → revisions → traffic → phase → conditions → status, each
-    step pure.
-    `now` is an RFC 3339 UTC time (as status records it)."""
+    step pure; `now` is an RFC 3339 UTC time (as status records it)."""
     spec, status = md.spec, md.status
     target = Target.of(md)
     request = controls.pending(md.metadata.get("annotations") or {}, status.last_control)
@@ -614,7 +643,7 @@ def plan(
     revisions = plan_revisions(target, spec, status, observed, now, canary)
     weights = plan_weights(target, revisions, canary, observed)
     traffic = plan_traffic(target, spec, weights, observed, config)
-    verdict = plan_phase(target, revisions.stable, observed, canary)
+    verdict = plan_phase(target, spec, revisions.stable, observed, canary)
     conditions = plan_conditions(
         target, verdict, revisions.stable, observed, status.conditions, now, canary
     )

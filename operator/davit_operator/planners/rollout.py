@@ -48,6 +48,8 @@ class Control(StrEnum):
     PROMOTE_FULL = "promoteFull"  # skip every remaining step
     ABORT = "abort"  # return all traffic to stable and stop
     RETRY = "retry"  # start a stopped rollout again from the first step
+    PAUSE = "pause"  # hold the rollout where it is until resume (or a promote)
+    RESUME = "resume"  # go on from where a pause held it
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class RolloutState:
     analysis_since: datetime | None = None  # the running measurement began then (its name)
     analysis_failures: int = 0  # consecutive failed measurements at this step
     stopped: Stopped | None = None  # aborted or rolled back: no step runs again
+    paused: bool = False  # held by a person until resume
 
     @classmethod
     def of(cls, status: api.ModelDeploymentStatus) -> RolloutState:
@@ -77,6 +80,7 @@ class RolloutState:
             analysis_since=_parse_time(status.analysis_started_at),
             analysis_failures=status.analysis_failures or 0,
             stopped=stopped,
+            paused=bool(status.paused),
         )
 
 
@@ -100,6 +104,9 @@ class Facts:
     # Pods the rollout may run beyond `total` (rollout.maxSurgeGPUs over the GPUs of one pod);
     # None: no limit (a model without GPUs).
     surge_pods: int | None = None
+    # Whether the canary can be measured; without a source an analysis step holds the rollout
+    # (a canary nobody measured is never promoted unasked).
+    can_analyse: bool = True
 
 
 @dataclass(frozen=True)
@@ -222,19 +229,24 @@ def apply_control(
 ) -> RolloutState:
     """The state after a person's request. A stopped rollout ignores all but retry, which
     starts it again from the first step (retry of a running one changes nothing); a promoted
-    one ignores abort; promote ends a pause or an analysis step only (a setWeight step ends by
-    itself once the canary holds its share)."""
+    one ignores abort and pause; pause holds it and resume lets it go on; promote ends a pause
+    or an analysis step only (a setWeight step ends by itself once the canary holds its share)
+    and, like promoteFull, lets a paused rollout go on."""
     if control is Control.RETRY:
         return RolloutState() if state.stopped is not None else state
     if control is None or state.stopped is not None:
         return state
+    promoted = state.step >= len(steps) and state.weight == 100
     if control is Control.ABORT:
-        promoted = state.step >= len(steps) and state.weight == 100
         return state if promoted else replace(state, stopped=Outcome.ABORTED)
+    if control is Control.PAUSE:
+        return state if promoted else replace(state, paused=True)
+    if control is Control.RESUME:
+        return replace(state, paused=False)
     if control is Control.PROMOTE_FULL:
-        return _at_step(state, max(state.step, len(steps)))
+        return replace(_at_step(state, max(state.step, len(steps))), paused=False)
     waits = state.step < len(steps) and steps[state.step].set_weight is None
-    return _next_step(state) if waits else state
+    return replace(_next_step(state) if waits else state, paused=False)
 
 
 def set_weight(state: RolloutState, weight: int, facts: Facts) -> Decision:
@@ -419,27 +431,56 @@ def hold(state: RolloutState, facts: Facts, reason: str, message: str) -> Decisi
     return _decide(state, facts, Outcome.PAUSED, reason, message)
 
 
-def hold_for_gpus(state: RolloutState, proposed: Decision, facts: Facts) -> Decision:
-    """Canary pods Pending for GPUs: nothing advances (no step ends, no pause or measurement
-    begins) and nothing fails; the proposed replicas stay asked for, so the pods start once
-    GPUs are freed, and stable never goes below its share at the current weight unless the GPU
-    budget (`surge_pods`) has it give GPUs up to the canary."""
-    if not facts.canary_pending_for_gpus:
-        return proposed
-    if proposed.outcome not in (Outcome.PROGRESSING, Outcome.PAUSED):
-        return proposed
+def held(
+    state: RolloutState, proposed: Decision, facts: Facts, outcome: Outcome, reason: str,
+    message: str,
+) -> Decision:  # fmt: skip
+    """`proposed` with nothing advancing (no step ends, no pause or measurement begins) and
+    nothing failing: its replicas stay asked for, so a growing canary keeps growing, and
+    stable never goes below its share at the current weight unless the GPU budget
+    (`surge_pods`) has it give pods up to the canary."""
     current = split_replicas(facts.total, state.weight)
-    # Stable keeps its share, unless the GPU budget gave that up so the canary's pods can start.
     kept = Split(max(proposed.stable_replicas, current.stable), proposed.canary_replicas)
     return replace(
         proposed,
         state=state,
         stable_replicas=within_budget(kept, facts, give_up="stable").stable,
         start_analysis=False,
-        outcome=Outcome.WAITING_FOR_GPUS,
-        reason="WaitingForGPUs",
-        message=f"canary pods wait for GPUs (Insufficient nvidia.com/gpu) at {state.weight} %",
+        outcome=outcome,
+        reason=reason,
+        message=message,
         wake_at=None,
+    )
+
+
+def hold_for_gpus(state: RolloutState, proposed: Decision, facts: Facts) -> Decision:
+    """Canary pods Pending for GPUs: held (see `held`) until GPUs are freed."""
+    if not facts.canary_pending_for_gpus:
+        return proposed
+    if proposed.outcome not in (Outcome.PROGRESSING, Outcome.PAUSED):
+        return proposed
+    return held(
+        state,
+        proposed,
+        facts,
+        Outcome.WAITING_FOR_GPUS,
+        "WaitingForGPUs",
+        f"canary pods wait for GPUs (Insufficient nvidia.com/gpu) at {state.weight} %",
+    )
+
+
+def hold_for_person(state: RolloutState, proposed: Decision, facts: Facts) -> Decision:
+    """Paused by a person: held (see `held`) until resume or a promote."""
+    if not state.paused:
+        return proposed
+    return held(
+        state,
+        proposed,
+        facts,
+        Outcome.PAUSED,
+        "PausedByControl",
+        f"paused by a person at {state.weight} % ({state.step} steps done): "
+        "`kubectl davit resume` goes on",
     )
 
 
@@ -452,7 +493,58 @@ def run_step(rollout: api.Rollout, state: RolloutState, facts: Facts, now: datet
         return set_weight(state, step.set_weight, facts)
     if step.pause is not None:
         return pause(state, step.pause, facts, now)
+    if not facts.can_analyse:
+        return hold(
+            state,
+            facts,
+            "AnalysisNotActedOn",
+            f"step {state.step + 1} of {len(rollout.steps)} is an analysis step, which Davit "
+            f"does not run yet: the rollout holds at {state.weight} % (`kubectl davit promote` "
+            "passes it)",
+        )
     return analyse(state, rollout, step_analysis(rollout, step), facts, now)
+
+
+def blue_green_step(
+    rollout: api.Rollout, state: RolloutState, facts: Facts, now: datetime
+) -> Decision:
+    """Blue-green: the new revision comes up at full size beside stable with no traffic; once
+    all of it is ready the steps run (pauses, analysis; the API refuses setWeight here) with
+    both at full size, then all traffic switches at once and stable retires. Stable never
+    shrinks before the switch: where the GPU budget cannot hold a second full set, the new
+    revision grows only as far as the budget goes, and the rollout says so."""
+    both = Split(stable=facts.total, canary=facts.total)
+    fits = within_budget(both, facts, give_up="canary")
+    if facts.canary_ready < facts.total and fits.canary < facts.total:
+        return _decide(
+            state,
+            facts,
+            Outcome.PAUSED,
+            "GPUBudgetTooSmall",
+            f"blueGreen runs {facts.total} new pods beside stable's, and maxSurgeGPUs leaves "
+            f"room for {fits.canary}: raise it, or roll out with canary steps",
+            split=fits,
+        )
+    if facts.canary_ready < facts.total:
+        return _decide(
+            state,
+            facts,
+            Outcome.PROGRESSING,
+            "ScalingNewRevision",
+            f"new revision {facts.canary_ready}/{facts.total} ready before traffic switches",
+            split=both,
+        )
+    if state.step < len(rollout.steps):
+        step = run_step(rollout, state, facts, now)
+        return replace(step, stable_replicas=facts.total, canary_replicas=facts.total)
+    return _decide(
+        replace(state, weight=100),
+        facts,
+        Outcome.PROMOTED,
+        "Switched",
+        "all traffic switched to the new revision",
+        split=Split(stable=0, canary=facts.total),
+    )
 
 
 def plan_rollout(
@@ -462,15 +554,19 @@ def plan_rollout(
     now: datetime,
     control: Control | None = None,
 ) -> Decision:
-    """One pass of a canary rollout: a person's request → the step, or the return to stable →
-    the hold while canary pods wait for GPUs. `now` must be timezone-aware. Canary only: other
-    strategies are refused (ValueError)."""
-    if rollout.strategy is not api.RolloutStrategy.CANARY:
-        raise ValueError(f"rollout strategy {rollout.strategy.value} is not planned yet")
+    """One pass of a canary or blue-green rollout: a person's request → the step, or the
+    return to stable → the holds while new pods wait for GPUs or a person paused it. `now`
+    must be timezone-aware. Strategy recreate is refused (ValueError): it has no steps."""
+    if rollout.strategy is api.RolloutStrategy.RECREATE:
+        raise ValueError(f"rollout strategy {rollout.strategy.value} is not planned here")
     state = apply_control(state, control, rollout.steps)
     if state.stopped is not None:
         return return_to_stable(state, facts)
-    return hold_for_gpus(state, run_step(rollout, state, facts, now), facts)
+    if rollout.strategy is api.RolloutStrategy.BLUE_GREEN:
+        proposed = blue_green_step(rollout, state, facts, now)
+    else:
+        proposed = run_step(rollout, state, facts, now)
+    return hold_for_person(state, hold_for_gpus(state, proposed, facts), facts)
 
 
 # How a stopped rollout is recorded on its canary revision.
@@ -503,6 +599,7 @@ def recorded(status: api.ModelDeploymentStatus, decision: Decision) -> api.Model
             "pause_until": _format_time(state.pause_until),
             "analysis_started_at": _format_time(state.analysis_since),
             "analysis_failures": state.analysis_failures,
+            "paused": state.paused or None,
             "revisions": revisions,
         }
     )
