@@ -398,12 +398,14 @@ def test_an_operator_killed_at_every_step_boundary_resumes_each_step_once(
 def test_kubectl_davit_pause_holds_past_a_timed_pause_and_resume_goes_on(
     models: Models, api_client: client.ApiClient, namespace: str, kube_env: dict[str, str]
 ) -> None:
-    stable, canary = start_rollout(models, pause="2s")
-    wait_for(lambda: paused_status(models), timeout=TIMEOUT, what="the timed pause at 50 %")
+    stable, canary = start_rollout(models, pause="8s")
+    timed = wait_for(lambda: paused_status(models), timeout=TIMEOUT, what="the pause at 50 %")
     paused = kubectl_davit(kube_env, namespace, "pause", "resnet")
-    assert paused.returncode == 0, paused.stderr
+    assert paused.returncode == 0, paused.stdout + paused.stderr
     assert "ControlAccepted" in paused.stdout
-    time.sleep(4)  # the timed pause is over; the person's holds
+    # Past the timed pause's end (and a pass's latency): the person's pause holds.
+    ends = datetime.datetime.fromisoformat(timed["pauseUntil"]).timestamp()
+    time.sleep(max(ends - time.time(), 0) + 2)
     status = models.get("resnet")["status"]
     assert (status["currentStep"], status.get("paused")) == (1, True)
     assert (models.condition("resnet", "Progressing") or {}).get("reason") == "PausedByControl"
@@ -477,3 +479,34 @@ def test_recreate_removes_the_old_pods_before_the_new_ones_start(
     assert replicas_by_revision(api_client, namespace) == {
         models.get("resnet")["status"]["stableRevision"]: 2
     }
+
+
+def test_kubectl_davit_undo_rolls_an_earlier_revisions_spec_out_again(
+    models: Models, api_client: client.ApiClient, namespace: str, kube_env: dict[str, str]
+) -> None:
+    models.create("resnet", gpu_spec(replicas=1, version="v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    first = models.get("resnet")["status"]["stableRevision"]
+    models.patch_spec("resnet", {**gpu_spec(replicas=1, version="v2"), "replicas": 2})
+    wait_for(lambda: promoted(models, first), timeout=TIMEOUT, what="v2 promoted")
+    second = models.get("resnet")["status"]["stableRevision"]
+
+    history = kubectl_davit(kube_env, namespace, "history", "resnet")
+    assert history.returncode == 0, history.stderr
+    rows = [line.split() for line in history.stdout.splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("1", first, "v1"), ("2", second, "v2")]
+
+    undone = kubectl_davit(kube_env, namespace, "undo", "--to-revision", "1", "resnet")
+    assert undone.returncode == 0, undone.stderr
+    wait_for(lambda: promoted(models, second), timeout=TIMEOUT, what="revision 1 again")
+    md = models.get("resnet")
+    assert md["status"]["stableRevision"] == first
+    assert md["spec"]["model"]["version"] == "v1"
+    assert md["spec"]["replicas"] == 2  # undo restores what makes a revision, nothing else
+    numbers = {r["hash"]: r["number"] for r in md["status"]["revisions"]}
+    assert numbers == {second: 2, first: 3}  # an undo rolls out as a new number
+    kept = client.AppsV1Api(api_client).list_namespaced_controller_revision(namespace).items
+    assert sorted(c.metadata.name for c in kept) == sorted([f"resnet-{first}", f"resnet-{second}"])
+    refused = kubectl_davit(kube_env, namespace, "undo", "--to-revision", "9", "resnet")
+    assert refused.returncode == 1
+    assert "no revision 9 in the history (kept: 2, 3" in refused.stderr

@@ -20,7 +20,14 @@ WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLE
 # it no longer wants. No other client applies these kinds, and during a Davit phase only the
 # operator deletes them, except in the delete phase, where the garbage collector does.
 CHILD_RESOURCES = frozenset(
-    {"deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers"}
+    {
+        "deployments",
+        "services",
+        "poddisruptionbudgets",
+        "horizontalpodautoscalers",
+        "controllerrevisions",
+        "httproutes",
+    }
 )
 # The benchmark itself writes ModelDeployments only with POST (create), PUT (the spec change) and
 # DELETE; the operator only PATCHes them (status, metadata) and the Deployment's scale.

@@ -211,9 +211,11 @@ def still_there(collections: list[Collection]) -> str:
 
 
 def count_children(api_client: client.ApiClient, namespace: str) -> int:
-    """Objects the operator made in the namespace: Deployments, Services, PDBs, HPAs."""
+    """Objects the operator made in the namespace: Deployments, Services, PDBs, HPAs, the
+    ControllerRevisions that keep each revision's spec."""
     listers = (
         client.AppsV1Api(api_client).list_namespaced_deployment,
+        client.AppsV1Api(api_client).list_namespaced_controller_revision,
         client.CoreV1Api(api_client).list_namespaced_service,
         client.PolicyV1Api(api_client).list_namespaced_pod_disruption_budget,
         client.AutoscalingV2Api(api_client).list_namespaced_horizontal_pod_autoscaler,

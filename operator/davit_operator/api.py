@@ -637,6 +637,13 @@ class RevisionRecord(ApiModel):
     """One revision: a distinct pod-affecting spec (model, runtime, resources, scheduling)."""
 
     hash: str = Field(description="Revision hash; its Deployment is <name>-<hash>.")
+    number: int | None = Field(
+        default=None,
+        ge=1,
+        description="1, 2, 3, … in the order revisions rolled out (an undo is a new number): "
+        "`kubectl davit undo --to-revision N`; its spec is kept in the ControllerRevision "
+        "<name>-<hash>.",
+    )
     version: str = Field(default="", description="spec.model.version of this revision.")
     model_uri: str = Field(default="", description="spec.model.uri of this revision.")
     created_at: str = Field(default="", description="When this revision started rolling out.")

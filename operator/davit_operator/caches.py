@@ -32,6 +32,7 @@ CHILD_KINDS = (
     "PodDisruptionBudget",
     "HorizontalPodAutoscaler",
     "HTTPRoute",
+    "ControllerRevision",
 )
 
 

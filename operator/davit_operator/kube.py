@@ -35,6 +35,9 @@ HorizontalPodAutoscaler = create_namespaced_resource(
     "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"
 )
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+ControllerRevision = create_namespaced_resource(
+    "apps", "v1", "ControllerRevision", "controllerrevisions"
+)
 Pod = create_namespaced_resource("", "v1", "Pod", "pods")
 EventResource = create_namespaced_resource("", "v1", "Event", "events")
 
@@ -45,6 +48,7 @@ RESOURCES: dict[tuple[str, str], type[GenericNamespacedResource]] = {
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTPRoute,
+    ("apps/v1", "ControllerRevision"): ControllerRevision,
 }
 
 # Kinds a cluster may not serve (their CRDs are installed apart from Kubernetes), and what

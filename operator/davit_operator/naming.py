@@ -59,6 +59,15 @@ def revision_service_name(model: str, revision: str) -> str:
     return revision_deployment_name(model, revision)
 
 
+def history_name(model: str, revision: str) -> str:
+    """The ControllerRevision that keeps a revision's spec: named as its Deployment."""
+    return revision_deployment_name(model, revision)
+
+
+def history_labels(model: str, revision: str) -> dict[str, str]:
+    return {**common_labels(model), REVISION_LABEL: revision}
+
+
 def route_name(model: str) -> str:
     return model
 

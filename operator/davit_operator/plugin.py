@@ -1,4 +1,5 @@
-"""`kubectl davit`: watch a rollout and steer it (promote, abort, retry, pause, resume).
+"""`kubectl davit`: watch a rollout and steer it (promote, abort, retry, pause, resume), list
+the revisions and go back to one (history, undo).
 
 kubectl runs `kubectl-davit` (installed with the package) for `kubectl davit …`. It talks to the
 API server with the user's kubeconfig, like kubectl: a control is a request the operator acts on
@@ -22,9 +23,15 @@ import httpx2
 from lightkube import ApiError, Client, ConfigError, KubeConfig
 from lightkube.types import PatchType
 
-from davit_operator import naming
-from davit_operator.kube import Deployment, EventResource, ModelDeploymentResource
+from davit_operator import api, naming
+from davit_operator.kube import (
+    ControllerRevision,
+    Deployment,
+    EventResource,
+    ModelDeploymentResource,
+)
 from davit_operator.planners.controls import CONTROL_ANNOTATION, Request
+from davit_operator.planners.revision import POD_AFFECTING_FIELDS, revision_hash
 from davit_operator.planners.rollout import Control
 
 STOPPED = ("Aborted", "RolledBack")
@@ -131,6 +138,56 @@ def render_status(md: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> 
     return "\n".join(lines)
 
 
+def render_history(md: dict[str, Any]) -> str:
+    """The revisions, oldest first, numbered as `undo --to-revision` takes them."""
+    status = md.get("status") or {}
+    current = revision_hash(api.ModelDeploymentSpec.model_validate(md["spec"]))
+    lines = ["REVISION  HASH        VERSION     OUTCOME      CREATED               MODEL"]
+    for record in status.get("revisions", []):
+        number = str(record.get("number") or "-")
+        mark = " (spec)" if record["hash"] == current else ""
+        lines.append(
+            f"{number:<9} {record['hash']:<11} {record.get('version') or '-':<11} "
+            f"{record['outcome']:<12} {record.get('createdAt') or '-':<21} "
+            f"{record.get('modelUri') or '-'}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def undo_target(md: dict[str, Any], to_revision: int | None) -> dict[str, Any]:
+    """The history record `undo` goes back to: number `to_revision`, or by default the newest
+    revision other than the one the spec asks for now."""
+    current = revision_hash(api.ModelDeploymentSpec.model_validate(md["spec"]))
+    records = (md.get("status") or {}).get("revisions", [])
+    if to_revision is not None:
+        found = next((r for r in records if r.get("number") == to_revision), None)
+        if found is None:
+            numbers = ", ".join(str(r["number"]) for r in records if r.get("number"))
+            raise PluginError(
+                f"no revision {to_revision} in the history (kept: {numbers or 'none'}; "
+                "`kubectl davit history` lists them)"
+            )
+        if found["hash"] == current:
+            raise PluginError(f"revision {to_revision} is what the spec asks for already")
+        return dict(found)
+    earlier = [r for r in records if r["hash"] != current and r.get("number")]
+    if not earlier:
+        raise PluginError("no earlier revision in the history to go back to")
+    return dict(max(earlier, key=lambda r: int(r["number"])))
+
+
+def undo_patch(spec: dict[str, Any], restored: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON patch giving `spec` the restored revision's pod-affecting fields (and only those:
+    replicas, autoscaling, rollout and traffic stay as they are)."""
+    patch: list[dict[str, Any]] = []
+    for name in POD_AFFECTING_FIELDS:
+        if name in restored:
+            patch.append({"op": "add", "path": f"/spec/{name}", "value": restored[name]})
+        elif name in spec:
+            patch.append({"op": "remove", "path": f"/spec/{name}"})
+    return patch
+
+
 # ---- I/O -----------------------------------------------------------------------------------------
 
 
@@ -203,6 +260,29 @@ def send_control(client: Client, name: str, control: Control, wait_seconds: floa
     return 2
 
 
+def undo(client: Client, name: str, to_revision: int | None) -> int:
+    md = _get(client, name)
+    record = undo_target(md, to_revision)
+    kept = naming.history_name(name, record["hash"])
+    try:
+        revision = dict(client.get(ControllerRevision, kept))
+    except ApiError as error:
+        if error.status.code == 404:
+            raise PluginError(
+                f"the spec of revision {record['number']} is not kept (ControllerRevision "
+                f"{kept} is gone: it was recorded before Davit kept revision specs)"
+            ) from error
+        raise
+    patch = undo_patch(md["spec"], revision["data"]["spec"])
+    client.patch(ModelDeploymentResource, name, patch, patch_type=PatchType.JSON)
+    print(
+        f"{client.namespace}/{name}: the spec of revision {record['number']} "
+        f"({record['hash']}, {record.get('version') or 'no version'}) rolls out again; "
+        f"`kubectl davit status {name}` follows it"
+    )
+    return 0
+
+
 def show_status(client: Client, name: str, watch: bool) -> int:
     while True:
         text = render_status(_get(client, name), _deployments(client, name))
@@ -229,6 +309,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     commands.add_parser("retry", help="start an aborted or rolled-back rollout again")
     commands.add_parser("pause", help="hold the rollout where it is")
     commands.add_parser("resume", help="go on from where pause held the rollout")
+    commands.add_parser("history", help="the revisions, numbered")
+    undo_command = commands.add_parser("undo", help="roll out an earlier revision's spec again")
+    undo_command.add_argument(
+        "--to-revision", type=int, help="its number in history (default: the previous one)"
+    )
     for command in commands.choices.values():
         command.add_argument("name", help="the ModelDeployment")
         if command.prog.endswith(("promote", "abort", "retry", "pause", "resume")):
@@ -251,6 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = _client(args)
         if args.command == "status":
             return show_status(client, args.name, args.watch)
+        if args.command == "history":
+            print(render_history(_get(client, args.name)))
+            return 0
+        if args.command == "undo":
+            return undo(client, args.name, args.to_revision)
         return send_control(client, args.name, controls[args.command](args), args.wait)
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -86,7 +86,12 @@ def start() -> tuple[Controller, ClusterCache, RecordingApi, Clock, dict[str, An
     clock = Clock(1000.0)
     controller = Controller(CONFIG, recording, cache, clock)  # type: ignore[arg-type]
     assert asyncio.run(controller.reconcile(KEY)) is None
-    assert recording.applied == ["Deployment", "Service", "PodDisruptionBudget"]
+    assert recording.applied == [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ControllerRevision",
+    ]
     assert len(recording.status_patches) == 1
     [deployment] = [c for (kind, _), c in cache.children(KEY).items() if kind == "Deployment"]
     return controller, cache, recording, clock, deployment

@@ -7,8 +7,18 @@ from typing import Any
 
 import pytest
 
+from davit_operator import api
+from davit_operator.planners.revision import revision_hash
 from davit_operator.planners.rollout import Control
-from davit_operator.plugin import PluginError, parse_args, render_status, request_for
+from davit_operator.plugin import (
+    PluginError,
+    parse_args,
+    render_history,
+    render_status,
+    request_for,
+    undo_patch,
+    undo_target,
+)
 
 CANARY, STABLE = "232d26766d", "0ld57ab1e"
 
@@ -109,3 +119,44 @@ def test_promote_full_and_the_wait_are_flags() -> None:
         "ml", "promote", True, "resnet", 3.0
     )  # fmt: skip
     assert parse_args(["status", "-w", "resnet"]).watch
+
+
+def with_history(spec_uri: str) -> dict[str, Any]:
+    """resnet whose spec is the model at `spec_uri`, after revisions 1 (v1) and 2 (v2)."""
+    spec = {"model": {"uri": spec_uri, "version": "x"}, "runtime": {"kind": "triton"}}
+    model = {**md(None), "spec": spec}
+    from_spec = revision_hash(api.ModelDeploymentSpec.model_validate(spec))
+    model["status"]["revisions"] = [
+        {"hash": "1111111111", "number": 1, "version": "v1", "outcome": "Superseded"},
+        {"hash": from_spec, "number": 2, "version": "v2", "outcome": "Stable"},
+    ]
+    return model
+
+
+def test_undo_goes_back_to_the_previous_revision_or_the_one_named() -> None:
+    model = with_history("s3://m/v2")
+    assert undo_target(model, None)["number"] == 1
+    assert undo_target(model, 1)["hash"] == "1111111111"
+    with pytest.raises(PluginError, match="no revision 7 in the history \\(kept: 1, 2"):
+        undo_target(model, 7)
+    with pytest.raises(PluginError, match="what the spec asks for already"):
+        undo_target(model, 2)
+
+
+def test_undo_restores_the_pod_fields_only() -> None:
+    spec = {"model": {"uri": "s3://m/v2"}, "scheduling": {"nodeSelector": {"a": "b"}},
+            "replicas": 3}  # fmt: skip
+    restored = {"model": {"uri": "s3://m/v1"}, "runtime": {"kind": "torch"}}
+    assert undo_patch(spec, restored) == [
+        {"op": "add", "path": "/spec/model", "value": {"uri": "s3://m/v1"}},
+        {"op": "add", "path": "/spec/runtime", "value": {"kind": "torch"}},
+        {"op": "remove", "path": "/spec/scheduling"},  # absent then: the defaults again
+    ]
+
+
+def test_history_marks_the_revision_the_spec_asks_for() -> None:
+    lines = render_history(with_history("s3://m/v2")).splitlines()
+    assert lines[0].split()[:4] == ["REVISION", "HASH", "VERSION", "OUTCOME"]
+    assert lines[1].split()[:4] == ["1", "1111111111", "v1", "Superseded"]
+    assert lines[2].endswith("(spec)")
+    assert not lines[1].endswith("(spec)")

@@ -32,12 +32,18 @@ def settle(model: api.ModelDeployment, obs: Observed) -> api.ModelDeployment:
 def test_new_model_creates_children_and_records_its_revision() -> None:
     model = md(replicas=2, resources={"gpu": 1, "gpuProduct": "NVIDIA-H100-80GB-HBM3"})
     plan = reconcile.plan(model, Observed(), CONFIG, NOW)
-    assert [m["kind"] for m in plan.apply] == ["Deployment", "Service", "PodDisruptionBudget"]
+    assert [m["kind"] for m in plan.apply] == [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "ControllerRevision",
+    ]
     assert plan.delete == []
     assert plan.status["phase"] == "Progressing"
     assert plan.status["revisions"] == [
         {
             "hash": target_of(model),
+            "number": 1,
             "version": "v3",
             "modelUri": "pvc://models/resnet/v3",
             "createdAt": NOW,

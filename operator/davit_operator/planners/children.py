@@ -355,6 +355,24 @@ def build_revision_service(owner: Owner, revision: str, config: OperatorConfig) 
     )
 
 
+def build_controller_revision(
+    owner: Owner, revision: str, pod_spec: dict[str, Any], number: int
+) -> dict[str, Any]:
+    """A revision's pod-affecting spec, kept for `kubectl davit undo` (the Kubernetes idiom of
+    `kubectl rollout history` for StatefulSets); `revision` is its number in the history."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": _metadata(
+            owner,
+            naming.history_name(owner.name, revision),
+            naming.history_labels(owner.name, revision),
+        ),
+        "data": {"spec": pod_spec},
+        "revision": number,
+    }
+
+
 def build_http_route(
     owner: Owner, gateway: api.GatewayAPI, weights: list[tuple[str, int]], config: OperatorConfig
 ) -> dict[str, Any]:

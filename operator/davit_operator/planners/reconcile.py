@@ -432,6 +432,31 @@ def plan_weights(
     return [(target.revision, 100)]
 
 
+def plan_history(
+    target: Target, spec: api.ModelDeploymentSpec, history: list[api.RevisionRecord],
+    observed: Observed,
+) -> ChildChanges:  # fmt: skip
+    """One ControllerRevision per revision in the history, keeping its pod-affecting spec (what
+    `kubectl davit undo` restores): the target's is written when it starts rolling out (again
+    when an undo gives it a new number); those of revisions trimmed from the history go."""
+    owner = target.owner
+    record = next(r for r in history if r.hash == target.revision)
+    desired = with_spec_hash(
+        children.build_controller_revision(
+            owner, target.revision, revision.pod_spec_of(spec), record.number or 1
+        )
+    )
+    name = desired["metadata"]["name"]
+    apply = [desired] if needs_apply(desired, observed.child("ControllerRevision", name)) else []
+    kept = {naming.history_name(owner.name, r.hash) for r in history}
+    delete = [
+        ChildRef("apps/v1", kind, owner.namespace, child)
+        for kind, child in observed.children
+        if kind == "ControllerRevision" and child not in kept
+    ]
+    return ChildChanges(apply=apply, scale=[], delete=delete)
+
+
 # Kinds a traffic provider creates, by their API version (LIST items come without one).
 TRAFFIC_KINDS = {"Service": "v1", "HTTPRoute": children.HTTP_ROUTE_API_VERSION}
 
@@ -632,8 +657,8 @@ def plan(
     config: OperatorConfig,
     now: str,
 ) -> Plan:
-    """One pass: canary → children → revisions → traffic → phase → conditions → status, each
-    step pure; `now` is an RFC 3339 UTC time (as status records it)."""
+    """One pass: canary → children → revisions → traffic → history → phase → conditions →
+    status, each step pure; `now` is an RFC 3339 UTC time (as status records it)."""
     spec, status = md.spec, md.status
     target = Target.of(md)
     request = controls.pending(md.metadata.get("annotations") or {}, status.last_control)
@@ -643,6 +668,7 @@ def plan(
     revisions = plan_revisions(target, spec, status, observed, now, canary)
     weights = plan_weights(target, revisions, canary, observed)
     traffic = plan_traffic(target, spec, weights, observed, config)
+    kept = plan_history(target, spec, revisions.history, observed)
     verdict = plan_phase(target, spec, revisions.stable, observed, canary)
     conditions = plan_conditions(
         target, verdict, revisions.stable, observed, status.conditions, now, canary
@@ -655,9 +681,9 @@ def plan(
     step_events += canary.events if canary is not None else []
     wake_at = canary.wake_at if canary is not None else None
     return Plan(
-        apply=child_changes.apply + traffic.apply,
+        apply=child_changes.apply + traffic.apply + kept.apply,
         scale=child_changes.scale,
-        delete=child_changes.delete + revisions.delete + traffic.delete,
+        delete=child_changes.delete + revisions.delete + traffic.delete + kept.delete,
         status=status_patch(status, new_status),
         events=revisions.events
         + step_events

@@ -15,10 +15,7 @@ POD_AFFECTING_FIELDS = ("model", "runtime", "resources", "scheduling")
 
 
 def revision_hash(spec: api.ModelDeploymentSpec) -> str:
-    pod_affecting = spec.model_dump(
-        mode="json", by_alias=True, include=set(POD_AFFECTING_FIELDS), exclude_none=True
-    )
-    canonical = json.dumps(pod_affecting, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(pod_spec_of(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:REVISION_HASH_LENGTH]
 
 
@@ -50,9 +47,11 @@ def record_target(
             # Going back to an earlier spec (undo): the same revision rolls out again.
             records.remove(record)
             break
+    numbers = [r.number for r in records if r.number is not None]
     records.append(
         api.RevisionRecord(
             hash=target,
+            number=max(numbers, default=0) + 1,
             version=spec.model.version,
             model_uri=spec.model.uri,
             created_at=now,
@@ -60,6 +59,13 @@ def record_target(
         )
     )
     return records, True
+
+
+def pod_spec_of(spec: api.ModelDeploymentSpec) -> dict[str, Any]:
+    """The fields that make a revision, as the manifest writes them: what an undo restores."""
+    return spec.model_dump(
+        mode="json", by_alias=True, include=set(POD_AFFECTING_FIELDS), exclude_none=True
+    )
 
 
 def promote(history: list[api.RevisionRecord], target: str) -> list[api.RevisionRecord]:

@@ -1,4 +1,5 @@
-"""The canary rollout planner: (rollout spec, rollout state, observed facts, now) → one decision.
+"""The rollout planner, canary and blue-green: (rollout spec, state, observed facts, now) → one
+decision.
 
 Pure: no I/O, no clock, no logging. The caller reads `RolloutState.of(status)`, passes what it
 observed, scales stable and canary to the decision's replicas, sets its weight on the traffic
