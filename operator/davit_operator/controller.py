@@ -24,7 +24,12 @@ from lightkube.core.exceptions import ApiError
 from davit_operator import api
 from davit_operator.caches import ClusterCache, Key
 from davit_operator.config import OperatorConfig
-from davit_operator.kube import OPTIONAL_KINDS, Kube, NamespaceTerminatingError
+from davit_operator.kube import (
+    OPTIONAL_KINDS,
+    Kube,
+    NamespaceTerminatingError,
+    is_namespace_gone,
+)
 from davit_operator.planners import observe, status_pacing
 from davit_operator.planners.observe import ChildKey
 from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
@@ -72,6 +77,11 @@ class Controller:
         try:
             return await self._pass(key)
         except ApiError as error:
+            if is_namespace_gone(error):
+                # Deleted with its namespace before the cache heard of it: nothing to do, and
+                # the informers' DELETED events remove it from the cache.
+                self._status_held.pop(key, None)
+                return None
             if error.status.code in TRANSIENT_CODES:
                 raise RetryLaterError(
                     f"API server answered {error.status.code}: {error.status.message}"
@@ -145,6 +155,8 @@ class Controller:
             applied = await self._kube.apply(manifest)
         except ApiError as error:
             kind, child = observe.child_key(manifest)
+            if is_namespace_gone(error):
+                raise
             if error.status.code in REFUSED_CODES:
                 raise ChildRefusedError(kind, child, str(error.status.message)) from error
             if error.status.code == 404 and kind in OPTIONAL_KINDS:

@@ -83,6 +83,12 @@ class NamespaceTerminatingError(RuntimeError):
     """The namespace is being deleted: nothing may be created in it, and nothing needs to be."""
 
 
+def is_namespace_gone(error: ApiError) -> bool:
+    """404 for the namespace itself: it was deleted, and everything in it with it."""
+    details = error.status.details
+    return error.status.code == 404 and details is not None and details.kind == "namespaces"
+
+
 def _is_namespace_terminating(error: ApiError) -> bool:
     details = error.status.details
     causes = (details.causes if details else None) or []

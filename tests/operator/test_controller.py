@@ -191,3 +191,28 @@ def test_a_route_the_cluster_cannot_hold_is_refused_with_what_to_install() -> No
     assert "serves no gateway.networking.k8s.io/v1 HTTPRoute" in ready["message"]
     assert "the Gateway API CRDs" in ready["message"]
     assert recording.events == ["InvalidSpec"]
+
+
+class NamespaceGone(RecordingApi):
+    """The model's namespace was deleted (and the model with it) before any watch said so."""
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        raise ApiError(
+            request=httpx2.Request("PATCH", "https://api/deployments/resnet"),
+            response=httpx2.Response(
+                404,
+                json={"kind": "Status", "code": 404, "reason": "NotFound",
+                      "message": 'namespaces "ml" not found',
+                      "details": {"name": "ml", "kind": "namespaces"}},
+            ),
+        )  # fmt: skip
+
+
+def test_a_model_whose_namespace_is_gone_is_let_go_quietly() -> None:
+    cache = ClusterCache()
+    cache.upsert(api.KIND, model())
+    recording = NamespaceGone(cache)
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0))  # type: ignore[arg-type]
+    assert asyncio.run(controller.reconcile(KEY)) is None  # no error, so no retry, no traceback
+    assert recording.status_patches == []
+    assert recording.events == []

@@ -449,3 +449,23 @@ def test_recreate(case: RecreateCase) -> None:
     stored = api.ModelDeploymentStatus.model_validate({**status, **plan.status})
     ready = next(c for c in stored.conditions if c.type == "Ready")
     assert (stored.phase, ready.reason) == (case.phase, case.ready_reason)
+
+
+def test_going_back_to_stable_mid_canary_supersedes_the_dropped_canary() -> None:
+    """The spec returns to the stable revision while a canary runs (an undo): stable serves at
+    full size, the canary's Deployment goes, and its record is not left Progressing."""
+    model = md(replicas=2)
+    current = target_of(model)
+    status = {
+        "stableRevision": current,
+        "canaryRevision": "dr0pped123",
+        "revisions": [{"hash": current, "outcome": "Stable"},
+                      {"hash": "dr0pped123", "outcome": "Progressing"}],
+    }  # fmt: skip
+    model = model.model_copy(update={"status": api.ModelDeploymentStatus.model_validate(status)})
+    obs = observed(deployment(model, ready=2), deployment(model, "dr0pped123", ready=1))
+    plan = reconcile.plan(model, obs, CONFIG, NOW)
+    assert [r.name for r in plan.delete] == ["resnet-dr0pped123"]
+    outcomes = {r["hash"]: r["outcome"] for r in plan.status["revisions"]}
+    assert outcomes == {current: "Stable", "dr0pped123": "Superseded"}
+    assert "RevisionAvailable" not in [e.reason for e in plan.events]  # it served all along

@@ -394,8 +394,10 @@ def plan_revisions(
     keep = {target.revision} if promoted or recreates(spec) else {target.revision, stable}
     retired = [d for d in observed.deployments if d.revision not in keep]
     if promoted:
+        # Also when the target was stable already: a canary dropped by going back to it (an
+        # undo mid-rollout) is then Superseded, not left Progressing.
+        history = revision.promote(history, target.revision)
         if stable != target.revision:
-            history = revision.promote(history, target.revision)
             events.append(
                 Event(
                     "Normal", REVISION_AVAILABLE, f"revision {target.revision} serves all traffic"
