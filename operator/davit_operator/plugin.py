@@ -205,16 +205,24 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(config=config, namespace=namespace, field_manager="kubectl-davit")
 
 
-def _get(client: Client, name: str) -> dict[str, Any]:
+def _read(client: Client, resource: Any, name: str, missing: str) -> dict[str, Any]:
+    """The object, or PluginError saying `missing` when there is none."""
     try:
-        return dict(client.get(ModelDeploymentResource, name))
+        return dict(client.get(resource, name))
     except ApiError as error:
         if error.status.code == 404:
-            raise PluginError(
-                f"modeldeployment {client.namespace}/{name} not found "
-                f"(kubectl get md -n {client.namespace} lists them)"
-            ) from error
+            raise PluginError(missing) from error
         raise
+
+
+def _get(client: Client, name: str) -> dict[str, Any]:
+    return _read(
+        client,
+        ModelDeploymentResource,
+        name,
+        f"modeldeployment {client.namespace}/{name} not found "
+        f"(kubectl get md -n {client.namespace} lists them)",
+    )
 
 
 def _deployments(client: Client, name: str) -> list[dict[str, Any]]:
@@ -264,15 +272,13 @@ def undo(client: Client, name: str, to_revision: int | None) -> int:
     md = _get(client, name)
     record = undo_target(md, to_revision)
     kept = naming.history_name(name, record["hash"])
-    try:
-        revision = dict(client.get(ControllerRevision, kept))
-    except ApiError as error:
-        if error.status.code == 404:
-            raise PluginError(
-                f"the spec of revision {record['number']} is not kept (ControllerRevision "
-                f"{kept} is gone: it was recorded before Davit kept revision specs)"
-            ) from error
-        raise
+    revision = _read(
+        client,
+        ControllerRevision,
+        kept,
+        f"the spec of revision {record['number']} is not kept (ControllerRevision {kept} is "
+        "gone: it was recorded before Davit kept revision specs)",
+    )
     patch = undo_patch(md["spec"], revision["data"]["spec"])
     client.patch(ModelDeploymentResource, name, patch, patch_type=PatchType.JSON)
     print(

@@ -541,8 +541,9 @@ def plan_phase(
         # new spec (stable serves meanwhile).
         phase = api.Phase.DEGRADED if canary.stopped else api.Phase.PROGRESSING
         return verdict(phase, canary.decision.reason, canary.decision.message)
-    older = [d for d in observed.deployments if d.revision != rev]
-    if recreates(spec) and (older or old_pods_remain(target, observed)):
+    if recreates(spec) and (
+        any(d.revision != rev for d in observed.deployments) or old_pods_remain(target, observed)
+    ):
         # Honest about the downtime it chose: nothing serves until the new revision does.
         return verdict(
             api.Phase.PROGRESSING,
