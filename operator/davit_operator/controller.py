@@ -28,7 +28,7 @@ from davit_operator.kube import (
     OPTIONAL_KINDS,
     Kube,
     NamespaceTerminatingError,
-    is_namespace_gone,
+    is_model_gone,
 )
 from davit_operator.planners import observe, status_pacing
 from davit_operator.planners.observe import ChildKey
@@ -77,9 +77,9 @@ class Controller:
         try:
             return await self._pass(key)
         except ApiError as error:
-            if is_namespace_gone(error):
-                # Deleted with its namespace before the cache heard of it: nothing to do, and
-                # the informers' DELETED events remove it from the cache.
+            if is_model_gone(error):
+                # Deleted (maybe with its namespace) before the cache heard of it, e.g. while a
+                # status patch was held: nothing to do, and the DELETED events clean the cache.
                 self._status_held.pop(key, None)
                 return None
             if error.status.code in TRANSIENT_CODES:
@@ -155,7 +155,7 @@ class Controller:
             applied = await self._kube.apply(manifest)
         except ApiError as error:
             kind, child = observe.child_key(manifest)
-            if is_namespace_gone(error):
+            if is_model_gone(error):
                 raise
             if error.status.code in REFUSED_CODES:
                 raise ChildRefusedError(kind, child, str(error.status.message)) from error

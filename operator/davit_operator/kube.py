@@ -83,10 +83,15 @@ class NamespaceTerminatingError(RuntimeError):
     """The namespace is being deleted: nothing may be created in it, and nothing needs to be."""
 
 
-def is_namespace_gone(error: ApiError) -> bool:
-    """404 for the namespace itself: it was deleted, and everything in it with it."""
+def is_model_gone(error: ApiError) -> bool:
+    """404 for the ModelDeployment itself or for its namespace: deleted (a namespace with
+    everything in it) before the watch said so."""
     details = error.status.details
-    return error.status.code == 404 and details is not None and details.kind == "namespaces"
+    if error.status.code != 404 or details is None:
+        return False
+    return details.kind == "namespaces" or (
+        details.kind == api.PLURAL and details.group == api.GROUP
+    )
 
 
 def _is_namespace_terminating(error: ApiError) -> bool:

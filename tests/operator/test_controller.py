@@ -216,3 +216,28 @@ def test_a_model_whose_namespace_is_gone_is_let_go_quietly() -> None:
     assert asyncio.run(controller.reconcile(KEY)) is None  # no error, so no retry, no traceback
     assert recording.status_patches == []
     assert recording.events == []
+
+
+class ModelGone(RecordingApi):
+    """The model was deleted while its status patch was due."""
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        raise ApiError(
+            request=httpx2.Request("PATCH", "https://api/modeldeployments/resnet/status"),
+            response=httpx2.Response(
+                404,
+                json={"kind": "Status", "code": 404, "reason": "NotFound",
+                      "message": 'modeldeployments.serving.davit.dev "resnet" not found',
+                      "details": {"name": "resnet", "group": "serving.davit.dev",
+                                  "kind": "modeldeployments"}},
+            ),
+        )  # fmt: skip
+
+
+def test_a_model_deleted_before_its_status_write_is_let_go_quietly() -> None:
+    cache = ClusterCache()
+    cache.upsert(api.KIND, model())
+    recording = ModelGone(cache)
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0))  # type: ignore[arg-type]
+    assert asyncio.run(controller.reconcile(KEY)) is None
+    assert recording.events == []
