@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kubernetes import client
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,8 +115,40 @@ class Models:
         self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
-        conditions = self.get(name).get("status", {}).get("conditions", [])
-        return next((c for c in conditions if c["type"] == kind), None)
+        return condition_of(self.get(name), kind)
+
+    @contextlib.contextmanager
+    def versions(self, name: str) -> Iterator[list[dict[str, Any]]]:
+        """Every stored version of the model from now until the block ends, as a watch
+        delivers them: a state that lasts a few milliseconds is seen, where polling misses it."""
+        seen: list[dict[str, Any]] = []
+        stop = threading.Event()
+        start = self.get(name)["metadata"]["resourceVersion"]
+
+        def follow(resource_version: str) -> None:
+            while not stop.is_set():
+                stream = watch.Watch().stream(
+                    self.api.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                    PLURAL, field_selector=f"metadata.name={name}",
+                    resource_version=resource_version, timeout_seconds=1,
+                )  # fmt: skip
+                for event in stream:
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        seen.append(event["object"])
+                        resource_version = event["object"]["metadata"]["resourceVersion"]
+
+        follower = threading.Thread(target=follow, args=(start,), daemon=True)
+        follower.start()
+        try:
+            yield seen
+        finally:
+            stop.set()
+            follower.join(timeout=10)
+
+
+def condition_of(model: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    conditions = model.get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == kind), None)
 
 
 class OperatorProcess:
