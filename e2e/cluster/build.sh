@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local control plane from Go modules: kube-apiserver, kube-controller-manager,
 # kube-scheduler and kubectl (k8s.io/kubernetes through a wrapper module), etcd, kwok and kwokctl;
-# helm on request.
+# the Gateway API CRDs and Prometheus; helm on request.
 # Binaries are cached by version under $DAVIT_CACHE/bin; a warm run only checks they exist.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +18,7 @@ etcd_dir=$cache/bin/etcd-$ETCD_VERSION
 kwok_dir=$cache/bin/kwok-$KWOK_VERSION
 helm_dir=$cache/bin/helm-$HELM_VERSION
 gateway_api_dir=$cache/gateway-api-$GATEWAY_API_VERSION
+prometheus_dir=$cache/bin/prometheus-$PROMETHEUS_VERSION
 
 build_kubernetes() {
   local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() b
@@ -104,7 +105,7 @@ fetch_gateway_api() {
 # Components to build: the control plane by default; `build.sh helm` for the chart tools only
 # (the tests do not need helm, so a cold CI run does not pay for it).
 components=("$@")
-((${#components[@]})) || components=(kubernetes etcd kwok gateway-api)
+((${#components[@]})) || components=(kubernetes etcd kwok gateway-api prometheus)
 for component in "${components[@]}"; do
   case $component in
     kubernetes) build_kubernetes ;;
@@ -112,7 +113,10 @@ for component in "${components[@]}"; do
     kwok) build_go_install "kwok $KWOK_VERSION" "$kwok_dir" "sigs.k8s.io/kwok@$KWOK_VERSION" kwok kwokctl ;;
     helm) build_go_install "helm $HELM_VERSION" "$helm_dir" "helm.sh/helm/v3@$HELM_VERSION" helm ;;
     gateway-api) fetch_gateway_api ;;
-    *) echo "build.sh: unknown component '$component' (kubernetes, etcd, kwok, helm, gateway-api)" >&2; exit 2 ;;
+    # The v3 line's module version (v0.3XX.Y is Prometheus 3.XX.Y); ~5 min cold on 2 cores.
+    prometheus) build_go_install "prometheus $PROMETHEUS_VERSION" "$prometheus_dir" \
+      "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" prometheus ;;
+    *) echo "build.sh: unknown component '$component' (kubernetes, etcd, kwok, helm, gateway-api, prometheus)" >&2; exit 2 ;;
   esac
 done
 step "done: ${components[*]} under $cache/bin"

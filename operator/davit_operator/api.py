@@ -345,18 +345,48 @@ class RolloutStep(ApiModel):
 
 
 class PrometheusSource(ApiModel):
-    """Where analysis reads metrics."""
+    """Where analysis reads metrics: a Prometheus that scrapes the model's runtime pods."""
 
-    url: str = Field(default="", description="Prometheus base URL; empty: the router's figures.")
+    url: str = Field(
+        default="",
+        description="Prometheus base URL (http://prometheus.monitoring:9090); empty: no source "
+        "(an analysis step then holds the rollout until a person promotes it).",
+    )
+    selector: str = Field(
+        default='namespace="{namespace}",davit_dev_revision="{revision}"',
+        min_length=1,
+        description="PromQL label matchers that pick one revision's series of the runtime's "
+        "davit_* metrics; {namespace}, {name} and {revision} are filled in. The default fits "
+        "a pod scrape that maps pod labels (labelmap __meta_kubernetes_pod_label_(.+)) and "
+        "the namespace.",
+    )
+
+
+class StableComparison(ApiModel):
+    """How much worse than stable, over the same window, the canary may be."""
+
+    max_error_rate_increase: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The canary's error rate may exceed stable's by this fraction, no more.",
+    )
+    max_p99_latency_ratio: float = Field(
+        default=1.5, ge=1, description="The canary's p99 may be this multiple of stable's."
+    )
 
 
 class Analysis(ApiModel):
-    """How a canary is judged. Not acted on yet: canary analysis is being built."""
+    """Not acted on yet (canary analysis is being built). How a canary is judged: over each
+    interval, its error rate (5xx answers) and p99 latency against the thresholds (and,
+    optionally, against stable over the same window). Too few requests is inconclusive
+    (measured again, counting neither way); more than failureLimit failed measurements in a
+    row abort the rollout, or roll it back with autoRollback."""
 
     interval: str = Field(
         default="30s",
         pattern=r"^([0-9]+(ms|s|m|h))+$",
-        description="How often the canary is measured (30s, 2m).",
+        description="How long one measurement lasts (30s, 2m).",
     )
     max_error_rate: float = Field(
         default=0.01, ge=0, le=1, description="Highest tolerated fraction of failed requests."
@@ -364,8 +394,18 @@ class Analysis(ApiModel):
     max_p99_latency_ms: int = Field(
         default=250, ge=1, description="Highest tolerated 99th-percentile latency."
     )
+    min_requests: int = Field(
+        default=20,
+        ge=1,
+        description="Fewer canary requests in an interval make the measurement inconclusive.",
+    )
     failure_limit: int = Field(
-        default=2, ge=0, description="Failed measurements tolerated before the rollout aborts."
+        default=2, ge=0, description="Failed measurements in a row tolerated (measured again)."
+    )
+    compared_to_stable: StableComparison | None = Field(
+        default=None,
+        description="Also judge the canary against stable over the same window; absent: the "
+        "thresholds only.",
     )
     prometheus: PrometheusSource = Field(
         default_factory=PrometheusSource, description="Metrics source for analysis."

@@ -1,0 +1,140 @@
+"""Canary analysis: which window a measurement covers, and its verdict from the figures.
+
+Pure: no I/O, no clock. The caller asks `due` whether the running measurement's interval is
+over, reads both revisions' figures over that window from a source (`sources/`), and passes
+them to `judge`, whose verdict the rollout planner acts on (`rollout.Measured`).
+
+A verdict is Fail when a threshold is crossed, whatever else is known; Inconclusive when too few
+requests reached the canary (or stable, for a comparison with it) to say anything; Pass only
+when every check was made and held. An inconclusive measurement is taken again and counts
+neither way, so a canary that nobody sends requests to is never promoted by analysis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from davit_operator import api
+from davit_operator.planners.rollout import Verdict, parse_duration
+
+
+@dataclass(frozen=True)
+class Window:
+    """A measurement: the requests answered in [start, end)."""
+
+    start: datetime  # names the measurement (status.analysisStartedAt)
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One revision's requests over a window, as a source counted them."""
+
+    requests: float  # answered (a counter's increase: a source may extrapolate to fractions)
+    errors: float  # of those, answered with a server error (5xx)
+    p99_ms: float | None  # 99th-percentile latency; None where no request was timed
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    message: str  # every check made, with its figures, for people
+
+
+def due(since: datetime | None, settings: api.Analysis, now: datetime) -> Window | None:
+    """The window of the running measurement (begun at `since`), once its interval is over;
+    None while none runs or it is still running."""
+    if since is None:
+        return None
+    end = since + parse_duration(settings.interval)
+    return Window(since, end) if now >= end else None
+
+
+def judge(settings: api.Analysis, canary: Figures, stable: Figures | None) -> Judgement:
+    """The canary against the absolute thresholds, and against stable over the same window
+    where `settings.comparedToStable` asks for it (`stable` None: its figures are unknown)."""
+    if canary.requests < settings.min_requests:
+        return Judgement(
+            Verdict.INCONCLUSIVE,
+            f"{_count(canary.requests)} canary requests, fewer than minRequests "
+            f"{settings.min_requests}",
+        )
+    checks = [
+        Check("error rate", _percent(canary.error_rate),
+              canary.error_rate <= settings.max_error_rate,
+              f"max {_percent(settings.max_error_rate)}"),
+    ]  # fmt: skip
+    unknown = []
+    if canary.p99_ms is None:
+        unknown.append("no canary latency figures")
+    else:
+        checks.append(
+            Check("p99", _ms(canary.p99_ms), canary.p99_ms <= settings.max_p99_latency_ms,
+                  f"max {settings.max_p99_latency_ms} ms")
+        )  # fmt: skip
+    compared = settings.compared_to_stable
+    if compared is not None:
+        if stable is None or stable.requests < settings.min_requests:
+            seen = _count(stable.requests) if stable is not None else "no"
+            unknown.append(
+                f"{seen} stable requests to compare with (minRequests {settings.min_requests})"
+            )
+        else:
+            checks += compare_to_stable(compared, canary, stable)
+    failed = [c.text for c in checks if not c.held]
+    held = [c.text for c in checks if c.held]
+    if failed:  # a crossed threshold fails the canary, whatever else is unknown
+        return Judgement(Verdict.FAIL, "; ".join(failed + held + unknown))
+    if unknown:
+        return Judgement(Verdict.INCONCLUSIVE, "; ".join(unknown + held))
+    return Judgement(Verdict.PASS, "; ".join(held))
+
+
+def compare_to_stable(
+    compared: api.StableComparison, canary: Figures, stable: Figures
+) -> list[Check]:
+    """The canary may be worse than stable by the margins `compared` allows, no more (a p99
+    is compared only where both revisions have one)."""
+    allowed_rate = stable.error_rate + compared.max_error_rate_increase
+    checks = [
+        Check("error rate", _percent(canary.error_rate), canary.error_rate <= allowed_rate,
+              f"stable's {_percent(stable.error_rate)} + "
+              f"{_percent(compared.max_error_rate_increase)}"),
+    ]  # fmt: skip
+    if stable.p99_ms is not None and canary.p99_ms is not None:
+        ratio = compared.max_p99_latency_ratio
+        checks.append(
+            Check("p99", _ms(canary.p99_ms), canary.p99_ms <= stable.p99_ms * ratio,
+                  f"stable's {_ms(stable.p99_ms)} x {ratio:g}")
+        )  # fmt: skip
+    return checks
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    value: str
+    held: bool
+    limit: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.what} {self.value} {'within' if self.held else 'over'} {self.limit}"
+
+
+def _count(requests: float) -> str:
+    return str(math.floor(requests))
+
+
+def _percent(rate: float) -> str:
+    return f"{rate * 100:.3g} %"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3g} ms"
