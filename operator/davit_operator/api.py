@@ -339,8 +339,10 @@ class RolloutStep(ApiModel):
     pause: Pause | None = Field(default=None, description="Wait (a duration, or for promote).")
     analysis: dict[str, Any] | None = Field(
         default=None,
-        description=NOT_YET + "judge the canary now (overrides of rollout.analysis); until "
-        "analysis is built the rollout holds at this step.",
+        description="Judge the canary now: measurements over rollout.analysis.interval "
+        "until one passes (the step ends) or more than failureLimit fail in a row; keys here "
+        "override rollout.analysis. Without a source (prometheus.url) the rollout holds at "
+        "this step until a promote.",
     )
 
 
@@ -377,11 +379,11 @@ class StableComparison(ApiModel):
 
 
 class Analysis(ApiModel):
-    """Not acted on yet (canary analysis is being built). How a canary is judged: over each
-    interval, its error rate (5xx answers) and p99 latency against the thresholds (and,
-    optionally, against stable over the same window). Too few requests is inconclusive
-    (measured again, counting neither way); more than failureLimit failed measurements in a
-    row abort the rollout, or roll it back with autoRollback."""
+    """How a canary is judged at an analysis step: over each interval, its error rate (5xx
+    answers) and p99 latency against the thresholds (and, optionally, against stable over the
+    same window). Too few requests is inconclusive (measured again, counting neither way);
+    more than failureLimit failed measurements in a row roll the canary back (autoRollback)
+    or hold the rollout for a person."""
 
     interval: str = Field(
         default="30s",
@@ -430,8 +432,7 @@ class Rollout(ApiModel):
     steps: list[RolloutStep] = Field(
         default_factory=list,
         max_length=32,
-        description="Canary steps, run in order: setWeight and pause are acted on; an "
-        "analysis step holds the rollout (analysis is not acted on yet).",
+        description="Canary steps, run in order (setWeight, pause, analysis).",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
@@ -442,10 +443,12 @@ class Rollout(ApiModel):
         },
     )
     analysis: Analysis = Field(
-        default_factory=Analysis, description=NOT_YET + "default analysis settings."
+        default_factory=Analysis, description="Settings of every analysis step."
     )
     auto_rollback: bool = Field(
-        default=True, description=NOT_YET + "go back to the stable revision when analysis fails."
+        default=True,
+        description="When analysis fails beyond failureLimit, go back to the stable revision "
+        "(scaled up and ready before traffic returns); false: hold for a person.",
     )
     max_surge_gpus: int = Field(
         default=2,
@@ -673,6 +676,29 @@ class RevisionOutcome(StrEnum):
     ABORTED = "Aborted"
 
 
+class MeasuredFigures(ApiModel):
+    """One revision's requests over a measurement's window."""
+
+    requests: int = Field(description="Requests answered in the window.")
+    error_rate: float = Field(description="The fraction of them answered with a 5xx.")
+    p99_latency_ms: float | None = Field(
+        default=None, description="99th-percentile latency; absent where none was timed."
+    )
+
+
+class AnalysisRecord(ApiModel):
+    """The last measurement of a revision as canary, with the figures behind its verdict."""
+
+    started_at: str = Field(description="The window's start (RFC 3339).")
+    ended_at: str = Field(description="The window's end (RFC 3339).")
+    verdict: str = Field(description="Pass | Fail | Inconclusive (too few requests).")
+    message: str = Field(description="Each check made, with its figures and limit.")
+    canary: MeasuredFigures = Field(description="The canary's figures.")
+    stable: MeasuredFigures | None = Field(
+        default=None, description="Stable's figures over the same window, where read."
+    )
+
+
 class RevisionRecord(ApiModel):
     """One revision: a distinct pod-affecting spec (model, runtime, resources, scheduling)."""
 
@@ -691,6 +717,9 @@ class RevisionRecord(ApiModel):
         default=RevisionOutcome.PROGRESSING,
         description="Progressing | Stable | Superseded | RolledBack | Aborted.",
     )
+    analysis: AnalysisRecord | None = Field(
+        default=None, description="Its last canary measurement, kept with the outcome."
+    )
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -703,7 +732,9 @@ class ModelDeploymentStatus(ApiModel):
         default=None, description="Pending | Progressing | Healthy | Degraded | Failed."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Available, Progressing, Scheduled, ModelLoaded."
+        default_factory=list,
+        description="Ready, Available, Progressing, Scheduled, ModelLoaded; CanaryHealthy "
+        "while a measured canary rolls out.",
     )
     stable_revision: str | None = Field(
         default=None, description="The revision that serves when no rollout is running."
@@ -722,13 +753,13 @@ class ModelDeploymentStatus(ApiModel):
     )
     analysis_started_at: str | None = Field(
         default=None,
-        description=NOT_YET + "when the canary measurement the current analysis step waits for "
+        description="When the canary measurement the current analysis step waits for "
         "began (RFC 3339): it names that measurement; absent when none is running.",
     )
     analysis_failures: int | None = Field(
         default=None,
         ge=0,
-        description=NOT_YET + "consecutive failed measurements at the current analysis step.",
+        description="Consecutive failed measurements at the current analysis step.",
     )
     paused: bool | None = Field(
         default=None,

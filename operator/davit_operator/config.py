@@ -24,5 +24,8 @@ class OperatorConfig:
     # How long a status patch that only moves progress (counts, a pod bound) waits for the next
     # step, to be written with it (planners/status_pacing.py); transitions are written at once.
     status_hold_seconds: float = 2.0
+    # The longest one query to an analysis source (Prometheus) may take before the
+    # measurement is read again later.
+    analysis_timeout_seconds: float = 10.0
     service_http_port: int = 8080
     service_grpc_port: int = 8081

@@ -1,11 +1,12 @@
 """One reconcile pass of one ModelDeployment: read the cache, plan, write only what differs.
 
 The scheduler calls `Controller.reconcile(key)`, never twice at once for a key. The pass reads
-the cluster cache, plans, and writes: children by server-side apply, status in one merge patch
-when it differs (progress alone may wait a little for the next step: planners/status_pacing.py),
-one Event per transition. Every write's answer goes straight into the cache,
-so the next pass sees it even before its watch event arrives (which the cache then ignores as
-not newer): nothing is applied or deleted twice.
+the cluster cache (and, once a canary measurement's interval is over, both revisions' figures
+from the analysis source), plans, and writes: children by server-side apply, status in one
+merge patch when it differs (progress alone may wait a little for the next step:
+planners/status_pacing.py), one Event per transition. Every write's answer goes straight into
+the cache, so the next pass sees it even before its watch event arrives (which the cache then
+ignores as not newer): nothing is applied or deleted twice.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from davit_operator.kube import (
     NamespaceTerminatingError,
     is_model_gone,
 )
-from davit_operator.planners import observe, status_pacing
+from davit_operator.planners import analysis, observe, status_pacing
 from davit_operator.planners.observe import ChildKey
 from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
+from davit_operator.planners.revision import revision_hash
 from davit_operator.scheduler import RetryLaterError
+from davit_operator.sources import FigureSource, SourceError, Subject
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +62,13 @@ class Controller:
         kube: Kube,
         cache: ClusterCache,
         clock: Callable[[], float] = time.time,
+        *,
+        figures: FigureSource,
     ) -> None:
         self._config = config
         self._kube = kube
         self._cache = cache
+        self._figures = figures
         self._clock = clock
         # Per model, when the progress-only status patch it holds is due (status_pacing): a
         # fact of this process's writes, which a restart need not remember.
@@ -111,7 +117,12 @@ class Controller:
             return None
         children = self._cache.children(key)
         observed = observe.assemble(md.metadata["uid"], children, self._cache.pods(key))
-        changes = plan(md, observed, self._config, utc_now())
+        now = utc_now()
+        due = analysis.measurement_due(
+            md.spec.rollout, md.status, revision_hash(md.spec), datetime.datetime.fromisoformat(now)
+        )
+        measurement = await self._measure(key, due) if due is not None else None
+        changes = plan(md, observed, self._config, now, measurement)
         try:
             await self._write_children(changes, children)
         except NamespaceTerminatingError:
@@ -133,6 +144,24 @@ class Controller:
         await self._write_status(key, changes.status)
         await self._record(body, changes.events)
         return changes.wake_at
+
+    async def _measure(self, key: Key, due: analysis.Due) -> analysis.Measurement:
+        """Both revisions' figures over the due window; a source that fails is no verdict (the
+        planner reads the same window again later), and is said once per try."""
+        namespace, name = key
+        try:
+            canary, stable = await asyncio.gather(
+                self._figures.figures(
+                    due.settings, Subject(namespace, name, due.canary), due.window
+                ),
+                self._figures.figures(
+                    due.settings, Subject(namespace, name, due.stable), due.window
+                ),
+            )
+        except SourceError as error:
+            logger.warning("%s/%s: canary analysis: %s", namespace, name, error)
+            return analysis.Measurement(due, None, None, str(error))
+        return analysis.Measurement(due, canary, stable)
 
     async def _write_status(self, key: Key, status: dict[str, Any]) -> None:
         if status:

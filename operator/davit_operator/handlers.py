@@ -30,6 +30,7 @@ from davit_operator.controller import Controller
 from davit_operator.informers import Informer
 from davit_operator.kube import OPTIONAL_KINDS, Kube
 from davit_operator.scheduler import Backoff, Scheduler, retry_delay
+from davit_operator.sources import Prometheus
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ class ModelSnapshots:
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube) -> None:
     """Attach Davit's handlers to `registry`; everything they need is passed in here."""
     cache = ClusterCache()
-    controller = Controller(config, kube, cache)
+    prometheus = Prometheus(timeout_seconds=config.analysis_timeout_seconds)
+    controller = Controller(config, kube, cache, figures=prometheus)
     scheduler: Scheduler[Key] = Scheduler(
         controller.reconcile,
         concurrency=config.worker_limit,
@@ -163,6 +165,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await prometheus.close()
 
     # async: kopf runs sync handlers in threads, and the cache and scheduler belong to the loop.
     @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="observe-models", registry=registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 from typing import Any
 
 import httpx2
@@ -15,8 +16,12 @@ from davit_operator import api
 from davit_operator.caches import ClusterCache
 from davit_operator.config import OperatorConfig
 from davit_operator.controller import Controller
-from davit_operator.planners.reconcile import ChildRef, Event
+from davit_operator.planners import children
+from davit_operator.planners.analysis import Figures, Window
+from davit_operator.planners.reconcile import ChildRef, Event, with_spec_hash
+from davit_operator.planners.revision import revision_hash
 from davit_operator.scheduler import RetryLaterError
+from davit_operator.sources import SourceError, Subject
 
 KEY = ("ml", "resnet")
 CONFIG = OperatorConfig(status_hold_seconds=2.0)
@@ -60,6 +65,24 @@ class RecordingApi:
         raise AssertionError("no delete expected")
 
 
+class Source:
+    """An analysis source answering from a table of figures per revision (a revision not in
+    it: the source fails), recording what was asked."""
+
+    def __init__(self, figures: dict[str, Figures]) -> None:
+        self.table = figures
+        self.asked: list[tuple[Subject, Window]] = []
+
+    async def figures(self, settings: api.Analysis, subject: Subject, window: Window) -> Figures:
+        self.asked.append((subject, window))
+        if subject.revision not in self.table:
+            raise SourceError(f"{settings.prometheus.url}/api/v1/query unreachable")
+        return self.table[subject.revision]
+
+
+NO_FIGURES = Source({})
+
+
 class Clock:
     def __init__(self, now: float) -> None:
         self.now = now
@@ -84,7 +107,7 @@ def start() -> tuple[Controller, ClusterCache, RecordingApi, Clock, dict[str, An
     cache.upsert(api.KIND, model())
     recording = RecordingApi(cache)
     clock = Clock(1000.0)
-    controller = Controller(CONFIG, recording, cache, clock)  # type: ignore[arg-type]
+    controller = Controller(CONFIG, recording, cache, clock, figures=NO_FIGURES)  # type: ignore[arg-type]
     assert asyncio.run(controller.reconcile(KEY)) is None
     assert recording.applied == [
         "Deployment",
@@ -182,7 +205,7 @@ def test_a_route_the_cluster_cannot_hold_is_refused_with_what_to_install() -> No
     }
     cache.upsert(api.KIND, routed)
     recording = NoGatewayApi(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0))  # type: ignore[arg-type]
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
     with pytest.raises(RetryLaterError):  # retried with backoff, not in a hot loop
         asyncio.run(controller.reconcile(KEY))
     [status] = recording.status_patches
@@ -212,7 +235,7 @@ def test_a_model_whose_namespace_is_gone_is_let_go_quietly() -> None:
     cache = ClusterCache()
     cache.upsert(api.KIND, model())
     recording = NamespaceGone(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0))  # type: ignore[arg-type]
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
     assert asyncio.run(controller.reconcile(KEY)) is None  # no error, so no retry, no traceback
     assert recording.status_patches == []
     assert recording.events == []
@@ -238,6 +261,82 @@ def test_a_model_deleted_before_its_status_write_is_let_go_quietly() -> None:
     cache = ClusterCache()
     cache.upsert(api.KIND, model())
     recording = ModelGone(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0))  # type: ignore[arg-type]
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
     assert asyncio.run(controller.reconcile(KEY)) is None
+    assert recording.events == []
+
+
+def at_analysis(since: datetime.datetime) -> tuple[ClusterCache, str, str]:
+    """A canary of v4 beside stable v3 at 50 %, at its analysis step, measuring since `since`."""
+    body = model()
+    body["spec"]["replicas"] = 4
+    body["spec"]["rollout"] = {
+        "steps": [{"setWeight": 50}, {"analysis": {}}],
+        "analysis": {"interval": "10s", "failureLimit": 0,
+                     "prometheus": {"url": "http://prom:9090"}},
+    }  # fmt: skip
+    stable_spec = api.ModelDeploymentSpec.model_validate(body["spec"])
+    body["spec"]["model"] = {"uri": "pvc://models/resnet/v4"}
+    canary_spec = api.ModelDeploymentSpec.model_validate(body["spec"])
+    stable, canary = revision_hash(stable_spec), revision_hash(canary_spec)
+    body["status"] = {
+        "stableRevision": stable, "canaryRevision": canary, "currentStep": 1,
+        "canaryWeight": 50, "analysisStartedAt": since.isoformat(),
+        "revisions": [{"hash": stable, "outcome": "Stable"}, {"hash": canary}],
+    }  # fmt: skip
+    cache = ClusterCache()
+    cache.upsert(api.KIND, body)
+    owner = children.Owner("resnet", "ml", "uid-md")
+    for spec, rev in ((stable_spec, stable), (canary_spec, canary)):
+        manifest = with_spec_hash(children.build_deployment(owner, spec, rev, 2, CONFIG))
+        manifest["metadata"].update(uid=f"uid-{rev}", resourceVersion="10", generation=1)
+        manifest["status"] = {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2,
+                              "availableReplicas": 2, "updatedReplicas": 2}  # fmt: skip
+        cache.upsert("Deployment", manifest)
+    return cache, stable, canary
+
+
+class AnalysedApi(RecordingApi):
+    async def scale(self, ref: ChildRef, replicas: int) -> str:
+        return self._next_version()
+
+
+def test_a_measurement_due_reads_both_revisions_over_its_window() -> None:
+    since = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(
+        seconds=60
+    )
+    cache, stable, canary = at_analysis(since)
+    source = Source({stable: Figures(4000, 4, 30), canary: Figures(400, 0, 35)})
+    recording = AnalysedApi(cache)
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=source)  # type: ignore[arg-type]
+    asyncio.run(controller.reconcile(KEY))
+    # The window the status names (not up to now), once per revision.
+    window = Window(since, since + datetime.timedelta(seconds=10))
+    assert sorted(source.asked, key=lambda a: a[0].revision) == sorted(
+        [(Subject("ml", "resnet", canary), window), (Subject("ml", "resnet", stable), window)],
+        key=lambda a: a[0].revision,
+    )
+    [status] = recording.status_patches
+    assert status["currentStep"] == 2  # passed
+    [record] = [r for r in status["revisions"] if r["hash"] == canary]
+    assert record["analysis"]["verdict"] == "Pass"
+    assert record["analysis"]["canary"] == {"requests": 400, "errorRate": 0.0, "p99LatencyMs": 35.0}
+    assert record["analysis"]["stable"]["requests"] == 4000
+    assert "RolloutStepCompleted" in recording.events
+
+
+def test_a_source_that_fails_is_no_verdict_and_no_error() -> None:
+    since = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(
+        seconds=60
+    )
+    cache, _, _ = at_analysis(since)
+    recording = AnalysedApi(cache)
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
+    wake = asyncio.run(controller.reconcile(KEY))
+    assert wake is not None  # the same window is read again later
+    [status] = recording.status_patches
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "MetricsUnavailable"
+    assert "http://prom:9090/api/v1/query unreachable" in progressing["message"]
+    assert status.get("currentStep", 1) == 1
     assert recording.events == []

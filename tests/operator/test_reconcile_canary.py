@@ -8,6 +8,7 @@ total: with 4 replicas, 50 % is 2 canary and 2 stable.
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +31,8 @@ from canary_factories import (
 )
 
 from davit_operator import api
-from davit_operator.planners import reconcile
+from davit_operator.planners import analysis, reconcile
+from davit_operator.planners.analysis import Figures
 from davit_operator.planners.controls import CONTROL_ANNOTATION
 from davit_operator.planners.observe import DeploymentState, PodState
 from factories import CONFIG, NOW, deployment, md, observed, pod, target_of
@@ -48,6 +50,8 @@ class Want:
     # when it moved the rollout on (the next step may need no child to change).
     wake_in: float | None = None
     deleted: list[str] = field(default_factory=list)  # revisions whose Deployment goes
+    health: str | None = None  # the CanaryHealthy condition's status; None: no such condition
+    verdict: str | None = None  # of the canary's last measurement, as its record keeps it
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,31 @@ class Case:
     now: str = NOW
     control: str | None = None  # the davit.dev/rollout-control annotation
     phase: str = "Progressing"
+    # What the source read for the measurement due this pass: (canary, stable) figures, or
+    # `problem` where it failed; None: nothing was due (or read).
+    figures: tuple[Figures, Figures] | None = None
+    problem: str | None = None
+
+
+def analysed(**settings: Any) -> api.ModelDeployment:
+    """MODEL with an analysis step after the 50 % one, measured over 10 s from a Prometheus."""
+    defaults = {"interval": "10s", "failureLimit": 0, "prometheus": {"url": "http://prom:9090"}}
+    rollout = {"steps": [{"setWeight": 50}, {"analysis": {}}],
+               "analysis": {**defaults, **settings.pop("analysis", {})}, **settings}  # fmt: skip
+    return md(replicas=4, rollout=rollout)
+
+
+def measuring(since: float = -10, **fields: Any) -> dict[str, Any]:
+    """At the analysis step, a measurement begun `since` seconds from NOW."""
+    begun = (START + timedelta(seconds=since)).isoformat()
+    return rolling(currentStep=1, canaryWeight=50, analysisStartedAt=begun, **fields)
+
+
+HEALTH_REASONS = {"Pass": "AnalysisPassed", "Fail": "AnalysisFailed",
+                  "Inconclusive": "AnalysisInconclusive"}  # fmt: skip
+HEALTHY = Figures(requests=400, errors=0, p99_ms=20)
+FAILING = Figures(requests=400, errors=80, p99_ms=20)
+QUIET = Figures(requests=3, errors=0, p99_ms=20)
 
 
 CASES = [
@@ -106,7 +135,7 @@ CASES = [
     # Analysis is not acted on yet: passing the step unjudged would promote an unmeasured canary.
     Case("an analysis step holds the rollout where it is",
          rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
-         Want(reason="AnalysisNotActedOn"),
+         Want(reason="NoAnalysisSource"),
          model=md(replicas=4, rollout={"steps": [{"setWeight": 50}, {"analysis": {}}]})),
     Case("canary pods waiting for GPUs hold the step and keep stable's share",
          rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=0, replicas=2)),
@@ -202,6 +231,47 @@ CASES = [
          Want(reason="Paused", status={"lastControl": "promote please"},
               events=["ControlRefused"], wake_in=3),
          control="promote please"),
+    # ---- analysis: the figures a source read for the measurement due this pass
+    Case("an analysis step with a source begins a measurement, waking when it ends",
+         rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+         Want(reason="Analysing", status={"analysisStartedAt": START.isoformat()}, wake_in=10),
+         model=analysed()),
+    Case("a measurement still running is waited for",
+         measuring(since=-4), (stable(ready=2), canary(ready=2)),
+         Want(reason="Analysing", wake_in=6), model=analysed()),
+    Case("healthy figures pass the step, kept with the canary's record",
+         measuring(), (stable(ready=2), canary(ready=2)),
+         Want(reason="AnalysisPassed", status={"currentStep": 2, "analysisStartedAt": None},
+              events=["RolloutStepCompleted"], wake_in=0, health="True", verdict="Pass"),
+         model=analysed(), figures=(HEALTHY, HEALTHY)),
+    # Beyond failureLimit (0 here), autoRollback: stable grows back before traffic returns.
+    Case("failing figures roll the canary back",
+         measuring(), (stable(ready=2), canary(ready=2)),
+         Want(reason="RolledBack", stable_replicas=4,
+              status={"analysisFailures": 1, "revisions": history(outcome="RolledBack")},
+              events=["RolledBack"], wake_in=0, health="False", verdict="Fail"),
+         model=analysed(), figures=(FAILING, HEALTHY), phase="Degraded"),
+    Case("failing figures within failureLimit are measured again",
+         measuring(), (stable(ready=2), canary(ready=2)),
+         Want(reason="AnalysisFailed",
+              status={"analysisFailures": 1, "analysisStartedAt": START.isoformat()},
+              events=["AnalysisFailed"], wake_in=10, health="False", verdict="Fail"),
+         model=analysed(analysis={"failureLimit": 1}), figures=(FAILING, HEALTHY)),
+    Case("failing figures without autoRollback hold the rollout for a person",
+         measuring(), (stable(ready=2), canary(ready=2)),
+         Want(reason="AnalysisFailed", status={"analysisFailures": 1},
+              events=["AnalysisFailed"], wake_in=0, health="False", verdict="Fail"),
+         model=analysed(autoRollback=False), figures=(FAILING, HEALTHY)),
+    Case("too few requests are inconclusive and measured again",
+         measuring(), (stable(ready=2), canary(ready=2)),
+         Want(reason="AnalysisInconclusive", status={"analysisFailures": 0},
+              events=["AnalysisInconclusive"], wake_in=10, health="Unknown",
+              verdict="Inconclusive"),
+         model=analysed(), figures=(QUIET, HEALTHY)),
+    Case("a source that fails is no verdict: the window is read again later",
+         measuring(), (stable(ready=2), canary(ready=2)),
+         Want(reason="MetricsUnavailable", wake_in=10), model=analysed(),
+         problem="http://prom:9090/api/v1/query unreachable"),
     Case("a control while no rollout runs is ignored",
          {"stableRevision": CANARY, "revisions": [{"hash": CANARY, "outcome": "Stable"}]},
          (canary(ready=4),),
@@ -230,9 +300,17 @@ def test_canary_pass(case: Case) -> None:
         }
     )
     obs = observed(*case.deployments, pods=case.pods)
-    plan = reconcile.plan(model, obs, CONFIG, case.now)
-    want = case.want
     target = target_of(model)
+    due = analysis.measurement_due(
+        model.spec.rollout, model.status, target, datetime.fromisoformat(case.now)
+    )
+    measurement = None
+    if case.figures is not None or case.problem is not None:
+        assert due is not None, "the case reads figures for a measurement that is not due"
+        canary_figures, stable_figures = case.figures or (None, None)
+        measurement = analysis.Measurement(due, canary_figures, stable_figures, case.problem)
+    plan = reconcile.plan(model, obs, CONFIG, case.now, measurement)
+    want = case.want
     assert replicas_of(plan, target) == want.canary_replicas
     assert replicas_of(plan, STABLE) == want.stable_replicas
     stored = api.ModelDeploymentStatus.model_validate({**case.status, **plan.status})
@@ -247,6 +325,12 @@ def test_canary_pass(case: Case) -> None:
     wake_at = None if plan.wake_at is None else plan.wake_at - START.timestamp()
     assert wake_at == want.wake_in
     assert [r.name for r in plan.delete] == [f"resnet-{r}" for r in want.deleted]
+    health = next((c for c in stored.conditions if c.type == "CanaryHealthy"), None)
+    assert (health.status if health is not None else None) == want.health
+    if health is not None:
+        assert health.reason == HEALTH_REASONS[want.verdict or ""]
+    record = next(r.analysis for r in stored.revisions if r.hash == target)
+    assert (record.verdict if record is not None else None) == want.verdict
 
 
 def test_a_completed_step_says_which_step_and_what_it_did() -> None:

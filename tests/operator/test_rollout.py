@@ -269,13 +269,14 @@ CASES = [
         ),
     ),
     Case(
-        # Overdue (the source is slow): wake again an interval later, not in the past.
+        # Over with no figures (the source is slow or down): the same window is read again an
+        # interval later, not in the past; nothing counts as a failure.
         "an overdue measurement is waited for an interval more",
         RolloutState(step=2, weight=10, analysis_since=later(-45)),
-        Facts(total=10, stable_ready=9, canary_ready=1),
+        Facts(total=10, stable_ready=9, canary_ready=1, measure_problem="unreachable"),
         Want(
             P,
-            "Analysing",
+            "MetricsUnavailable",
             stable=9,
             canary=1,
             weight=10,
@@ -291,7 +292,7 @@ CASES = [
         Facts(total=10, canary_ready=1, measured=Measured(later(-300), Verdict.FAIL)),
         Want(
             P,
-            "Analysing",
+            "MetricsUnavailable",
             stable=9,
             canary=1,
             weight=10,
@@ -636,7 +637,7 @@ CASES = [
         "an analysis step with nothing to measure holds the rollout",
         AT_ANALYSIS,
         Facts(total=10, stable_ready=9, canary_ready=1, can_analyse=False),
-        Want(S, "AnalysisNotActedOn", stable=9, canary=1, weight=10, step=2),
+        Want(S, "NoAnalysisSource", stable=9, canary=1, weight=10, step=2),
     ),
     # ---- the GPU budget (maxSurgeGPUs over the GPUs of one pod: surge_pods)
     Case(

@@ -1,8 +1,9 @@
 """Canary analysis: which window a measurement covers, and its verdict from the figures.
 
-Pure: no I/O, no clock. The caller asks `due` whether the running measurement's interval is
-over, reads both revisions' figures over that window from a source (`sources/`), and passes
-them to `judge`, whose verdict the rollout planner acts on (`rollout.Measured`).
+Pure: no I/O, no clock. The caller asks `measurement_due` whether the running measurement's
+interval is over, reads both revisions' figures over that window from a source (`sources/`),
+and hands them back as a `Measurement`; `assess` judges it into the verdict the rollout planner
+acts on (`rollout.Measured`) and the record status keeps.
 
 A verdict is Fail when a threshold is crossed, whatever else is known; Inconclusive when too few
 requests reached the canary (or stable, for a comparison with it) to say anything; Pass only
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from davit_operator import api
-from davit_operator.planners.rollout import Verdict, parse_duration
+from davit_operator.planners.rollout import (
+    Measured,
+    RolloutState,
+    Verdict,
+    current_analysis,
+    parse_duration,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,72 @@ class Figures:
 class Judgement:
     verdict: Verdict
     message: str  # every check made, with its figures, for people
+
+
+@dataclass(frozen=True)
+class Due:
+    """A measurement whose interval is over: the caller reads these revisions' figures."""
+
+    window: Window
+    settings: api.Analysis
+    canary: str
+    stable: str
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a source gave for a due measurement."""
+
+    due: Due
+    canary: Figures | None  # None: the source failed, and `problem` says how
+    stable: Figures | None = None
+    problem: str | None = None
+
+
+def has_source(settings: api.Analysis) -> bool:
+    """Whether the settings name a source to read figures from."""
+    return bool(settings.prometheus.url)
+
+
+def measurement_due(
+    rollout: api.Rollout, status: api.ModelDeploymentStatus, target: str, now: datetime
+) -> Due | None:
+    """The canary measurement to read this pass: the one status names, at the analysis step
+    the rollout of `target` stands at, once its interval is over and where a source is set."""
+    if status.canary_revision != target or status.stable_revision is None:
+        return None
+    state = RolloutState.of(status)
+    settings = current_analysis(rollout, state)
+    if settings is None or not has_source(settings):
+        return None
+    window = due(state.analysis_since, settings, now)
+    return Due(window, settings, target, status.stable_revision) if window else None
+
+
+def assess(measurement: Measurement) -> tuple[Measured, api.AnalysisRecord] | None:
+    """The verdict on a measurement and the record status keeps of it; None where the source
+    gave no figures."""
+    if measurement.canary is None:
+        return None
+    due_, stable = measurement.due, measurement.stable
+    judgement = judge(due_.settings, measurement.canary, stable)
+    record = api.AnalysisRecord(
+        started_at=due_.window.start.isoformat(),
+        ended_at=due_.window.end.isoformat(),
+        verdict=judgement.verdict.value,
+        message=judgement.message,
+        canary=_figures(measurement.canary),
+        stable=_figures(stable) if stable is not None else None,
+    )
+    return Measured(due_.window.start, judgement.verdict, judgement.message), record
+
+
+def _figures(figures: Figures) -> api.MeasuredFigures:
+    return api.MeasuredFigures(
+        requests=math.floor(figures.requests),
+        error_rate=round(figures.error_rate, 4),
+        p99_latency_ms=round(figures.p99_ms, 1) if figures.p99_ms is not None else None,
+    )
 
 
 def due(since: datetime | None, settings: api.Analysis, now: datetime) -> Window | None:

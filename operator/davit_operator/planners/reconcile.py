@@ -6,13 +6,13 @@ Pure: no I/O, no clock. The handler applies `Plan.apply`, deletes `Plan.delete`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from davit_operator import api, naming
 from davit_operator.config import OperatorConfig
-from davit_operator.planners import children, controls, revision, rollout
+from davit_operator.planners import analysis, children, controls, revision, rollout
 from davit_operator.planners.diff import SPEC_HASH_ANNOTATION, semantic_diff
 from davit_operator.planners.observe import DeploymentState, Observed, PodState
 
@@ -199,6 +199,8 @@ class Canary:
     # Plan again then: the decision's own time (a pause's end), or now when this pass moved
     # the rollout on, because the next step may be one that no child's change would wake.
     wake_at: datetime | None
+    # The measurement judged this pass, as status keeps it with the canary's revision.
+    analysis: api.AnalysisRecord | None = None
 
     @property
     def promoted(self) -> bool:
@@ -213,15 +215,17 @@ class Canary:
 def plan_canary(
     target: Target, spec: api.ModelDeploymentSpec, status: api.ModelDeploymentStatus,
     observed: Observed, now: datetime, control: rollout.Control | None = None,
+    measurement: analysis.Measurement | None = None,
 ) -> Canary | None:  # fmt: skip
     """The rollout planner's decision when the target replaces a stable revision step by step:
     strategy canary with steps, and a stable revision whose Deployment is there to serve beside
     it. None otherwise: the target then simply takes over once all its replicas are available.
 
-    Traffic follows ready replicas (provider none), so a weight is a replica split. An analysis
-    step holds the rollout where it is until a person promotes it: analysis is not acted on
-    yet, and passing it unjudged would promote a canary nobody measured. `control` is a
-    person's request for this canary, applied first.
+    A weight is a replica split (provider none) or the route's (gatewayAPI). An analysis step
+    judges the figures of `measurement` (read for `analysis.measurement_due`); one without a
+    source holds the rollout where it is until a person promotes it, since passing it
+    unjudged would promote a canary nobody measured. `control` is a person's request for this
+    canary, applied first.
     """
     steps, stable, strategy = spec.rollout.steps, status.stable_revision, spec.rollout.strategy
     if strategy is api.RolloutStrategy.RECREATE:
@@ -236,17 +240,46 @@ def plan_canary(
     fresh = status.canary_revision != target.revision
     recorded = rollout.RolloutState() if fresh else rollout.RolloutState.of(status)
     state = rollout.apply_control(recorded, control, steps)
-    facts = canary_facts(target, spec, stable_deployment, observed)
+    assessed = analysis.assess(measurement) if measurement is not None else None
+    current = rollout.current_analysis(spec.rollout, state)
+    facts = replace(
+        canary_facts(target, spec, stable_deployment, observed),
+        can_analyse=current is not None and analysis.has_source(current),
+        measured=assessed[0] if assessed is not None else None,
+        measure_problem=measurement.problem if measurement is not None else None,
+    )
     decision = rollout.plan_rollout(spec.rollout, state, facts, now)
 
     moved = decision.state != recorded
+    events = step_events(steps, recorded, state, decision, control)
+    # A verdict acted on ends the measurement the state named (a control may have ended it
+    # first, and then the figures are moot).
+    acted = assessed if decision.state.analysis_since != state.analysis_since else None
+    if acted is not None:
+        events += analysis_events(acted[0], decision, stable)
     return Canary(
         stable=stable,
         decision=decision,
-        events=step_events(steps, recorded, state, decision, control),
+        events=events,
         controlled=state != recorded,
         wake_at=decision.wake_at or (now if moved else None),
+        analysis=acted[1] if acted is not None else None,
     )
+
+
+def analysis_events(
+    measured: rollout.Measured, decision: rollout.Decision, stable: str
+) -> list[Event]:
+    """A failed or inconclusive measurement, with its figures; a rollback it caused. (A pass
+    ends the step, and that step's own Event says so.)"""
+    if decision.state.stopped is rollout.Outcome.ROLLED_BACK:
+        return [Event("Warning", "RolledBack", f"analysis failed ({measured.message}): "
+                      f"traffic returns to stable revision {stable}")]  # fmt: skip
+    if measured.verdict is rollout.Verdict.FAIL:
+        return [Event("Warning", "AnalysisFailed", decision.message)]
+    if measured.verdict is rollout.Verdict.INCONCLUSIVE:
+        return [Event("Normal", "AnalysisInconclusive", decision.message)]
+    return []
 
 
 def canary_facts(
@@ -265,7 +298,6 @@ def canary_facts(
         ),
         # The budget is counted in the canary's pods: they are the ones that need room.
         surge_pods=rollout.surge_pods(spec.rollout.max_surge_gpus, spec.resources.gpu),
-        can_analyse=False,  # no measurement source is built yet
     )
 
 
@@ -565,9 +597,10 @@ def plan_phase(
 def plan_conditions(
     target: Target, verdict: Verdict, stable: str | None, observed: Observed,
     previous: list[api.Condition], now: str, canary: Canary | None = None,
+    measured: api.AnalysisRecord | None = None,
 ) -> list[api.Condition]:  # fmt: skip
-    """Ready, Available, Progressing, Scheduled, ModelLoaded; transition times kept while a
-    status holds."""
+    """Ready, Available, Progressing, Scheduled, ModelLoaded, and CanaryHealthy while a
+    canary that was `measured` rolls out; transition times kept while a status holds."""
     rolling = stable != target.revision
     available = sum(d.available_replicas for d in observed.deployments)
     rev = target.revision
@@ -614,7 +647,23 @@ def plan_conditions(
             verdict.loaded_reason,
             verdict.loaded_message,
         ),
-    ]
+    ] + (
+        [condition(api.ConditionType.CANARY_HEALTHY, *canary_health(measured))]
+        if rolling and canary is not None and measured is not None
+        else []
+    )
+
+
+def canary_health(measured: api.AnalysisRecord) -> tuple[bool | None, str, str]:
+    """CanaryHealthy from the canary's last measurement: True (passed), False (failed) or
+    Unknown (inconclusive), with the figures."""
+    health = {
+        rollout.Verdict.PASS: (True, "AnalysisPassed"),
+        rollout.Verdict.FAIL: (False, "AnalysisFailed"),
+        rollout.Verdict.INCONCLUSIVE: (None, "AnalysisInconclusive"),
+    }
+    ok, reason = health[rollout.Verdict(measured.verdict)]
+    return ok, reason, measured.message
 
 
 def build_status(
@@ -651,7 +700,12 @@ def build_status(
     )
     if canary is None or not rolling:
         return status
-    return rollout.recorded(status, canary.decision)
+    status = rollout.recorded(status, canary.decision)
+    if canary.analysis is None:
+        return status
+    return status.model_copy(
+        update={"revisions": revision.record_analysis(status.revisions, rev, canary.analysis)}
+    )
 
 
 def plan(
@@ -659,14 +713,17 @@ def plan(
     observed: Observed,
     config: OperatorConfig,
     now: str,
+    measurement: analysis.Measurement | None = None,
 ) -> Plan:
     """One pass: canary → children → revisions → traffic → history → phase → conditions →
-    status, each step pure; `now` is an RFC 3339 UTC time (as status records it)."""
+    status, each step pure; `now` is an RFC 3339 UTC time (as status records it), and
+    `measurement` the figures read for `analysis.measurement_due` (if one was)."""
     spec, status = md.spec, md.status
     target = Target.of(md)
     request = controls.pending(md.metadata.get("annotations") or {}, status.last_control)
     control = for_target(request, target)
-    canary = plan_canary(target, spec, status, observed, datetime.fromisoformat(now), control)
+    moment = datetime.fromisoformat(now)
+    canary = plan_canary(target, spec, status, observed, moment, control, measurement)
     child_changes = plan_children(target, spec, observed, config, canary)
     revisions = plan_revisions(target, spec, status, observed, now, canary)
     weights = plan_weights(target, revisions, canary, observed)
@@ -674,8 +731,9 @@ def plan(
     kept = plan_history(target, spec, revisions.history, observed)
     verdict = plan_phase(target, spec, revisions.stable, observed, canary)
     conditions = plan_conditions(
-        target, verdict, revisions.stable, observed, status.conditions, now, canary
-    )
+        target, verdict, revisions.stable, observed, status.conditions, now, canary,
+        latest_analysis(target, revisions.history, canary),
+    )  # fmt: skip
     last_control = request.value if request is not None else status.last_control
     new_status = build_status(
         target, spec, revisions, verdict, conditions, observed, config, canary, last_control
@@ -693,6 +751,15 @@ def plan(
         + transition_events(status.conditions, conditions, revisions.events),
         wake_at=wake_at.timestamp() if wake_at is not None else None,
     )
+
+
+def latest_analysis(
+    target: Target, history: list[api.RevisionRecord], canary: Canary | None
+) -> api.AnalysisRecord | None:
+    """The target's last canary measurement: this pass's, or the one its record keeps."""
+    if canary is not None and canary.analysis is not None:
+        return canary.analysis
+    return next((r.analysis for r in history if r.hash == target.revision), None)
 
 
 def for_target(request: controls.Pending | None, target: Target) -> rollout.Control | None:
@@ -796,7 +863,12 @@ def transition_events(
 
 
 def _status_json(status: api.ModelDeploymentStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json", by_alias=True)
+    dumped = status.model_dump(mode="json", by_alias=True)
+    # A top-level None clears its field; inside a revision's record, absent says the same.
+    dumped["revisions"] = [
+        r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in status.revisions
+    ]
+    return dumped
 
 
 def status_patch(

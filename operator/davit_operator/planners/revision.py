@@ -95,3 +95,13 @@ def trim(
             continue
         kept.append(record)
     return kept
+
+
+def record_analysis(
+    history: list[api.RevisionRecord], target: str, measured: api.AnalysisRecord
+) -> list[api.RevisionRecord]:
+    """History with `measured` as the target's last canary measurement."""
+    return [
+        r.model_copy(update={"analysis": measured}) if r.hash == target else r.model_copy()
+        for r in history
+    ]

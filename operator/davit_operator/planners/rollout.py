@@ -91,6 +91,7 @@ class Measured:
 
     since: datetime
     verdict: Verdict
+    message: str = ""  # the figures behind the verdict, for people
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,13 @@ class Facts:
     canary_ready: int = 0
     canary_pending_for_gpus: bool = False  # a canary pod is Pending: Insufficient nvidia.com/gpu
     measured: Measured | None = None  # the latest finished measurement, if any
+    # Why the running measurement, its interval over, has no figures (its source failed).
+    measure_problem: str | None = None
     # Pods the rollout may run beyond `total` (rollout.maxSurgeGPUs over the GPUs of one pod);
     # None: no limit (a model without GPUs).
     surge_pods: int | None = None
-    # Whether the canary can be measured; without a source an analysis step holds the rollout
-    # (a canary nobody measured is never promoted unasked).
+    # Whether the current analysis step's settings name a source; without one it holds the
+    # rollout (a canary nobody measured is never promoted unasked).
     can_analyse: bool = True
 
 
@@ -164,6 +167,15 @@ def step_analysis(rollout: api.Rollout, step: api.RolloutStep) -> api.Analysis:
     """rollout.analysis with the step's overrides (camelCase keys, as in the manifest)."""
     defaults = rollout.analysis.model_dump(by_alias=True)
     return api.Analysis.model_validate({**defaults, **(step.analysis or {})})
+
+
+def current_analysis(rollout: api.Rollout, state: RolloutState) -> api.Analysis | None:
+    """The settings of the analysis step the rollout stands at; None at any other step, and
+    once it stopped."""
+    if state.stopped is not None or state.step >= len(rollout.steps):
+        return None
+    step = rollout.steps[state.step]
+    return step_analysis(rollout, step) if step.analysis is not None else None
 
 
 def surge_pods(max_surge_gpus: int, gpus_per_pod: int) -> int | None:
@@ -308,15 +320,24 @@ def analyse(
     if since is None:
         return _measure(state, facts, now, interval, "Analysing", "measuring the canary")
     if measured is None or measured.since != since:
-        wake = since + interval if since + interval > now else now + interval
-        return _decide(state, facts, Outcome.PROGRESSING, "Analysing", "measuring the canary", wake)
+        if since + interval > now:
+            return _decide(
+                state, facts, Outcome.PROGRESSING, "Analysing", "measuring the canary",
+                since + interval,
+            )  # fmt: skip
+        # Over, with no figures: the same window is read again later (the source keeps it).
+        problem = facts.measure_problem or "no figures yet"
+        return _decide(
+            state, facts, Outcome.PROGRESSING, "MetricsUnavailable",
+            f"the canary's figures cannot be read ({problem}): trying again", now + interval,
+        )  # fmt: skip
     if measured.verdict is Verdict.PASS:
         return _decide(
             _next_step(state),
             facts,
             Outcome.PROGRESSING,
             "AnalysisPassed",
-            "the canary passed analysis",
+            f"the canary passed analysis: {measured.message}",
         )
     if measured.verdict is Verdict.INCONCLUSIVE:
         return _measure(
@@ -325,14 +346,14 @@ def analyse(
             now,
             interval,
             "AnalysisInconclusive",
-            "too few requests to judge the canary: measuring again",
+            f"cannot judge the canary ({measured.message}): measuring again",
         )
-    return count_failure(state, rollout, settings, facts, now)
+    return count_failure(state, rollout, settings, facts, now, measured.message)
 
 
 def count_failure(
     state: RolloutState, rollout: api.Rollout, settings: api.Analysis, facts: Facts,
-    now: datetime,
+    now: datetime, why: str = "",
 ) -> Decision:  # fmt: skip
     """One more failed measurement in a row: up to `failureLimit` are tolerated (measured
     again); beyond it the rollout rolls back (autoRollback) or pauses for a person."""
@@ -345,7 +366,7 @@ def count_failure(
             now,
             parse_duration(settings.interval),
             "AnalysisFailed",
-            f"{count} failed measurements (failureLimit {limit}): measuring again",
+            f"{count} failed measurements (failureLimit {limit}): measuring again; {why}",
         )
     if rollout.auto_rollback:
         return return_to_stable(replace(failed, stopped=Outcome.ROLLED_BACK), facts)
@@ -498,10 +519,10 @@ def run_step(rollout: api.Rollout, state: RolloutState, facts: Facts, now: datet
         return hold(
             state,
             facts,
-            "AnalysisNotActedOn",
-            f"step {state.step + 1} of {len(rollout.steps)} is an analysis step, which Davit "
-            f"does not run yet: the rollout holds at {state.weight} % (`kubectl davit promote` "
-            "passes it)",
+            "NoAnalysisSource",
+            f"step {state.step + 1} of {len(rollout.steps)} is an analysis step and "
+            f"rollout.analysis.prometheus.url names no source: the rollout holds at "
+            f"{state.weight} % (`kubectl davit promote` passes it)",
         )
     return analyse(state, rollout, step_analysis(rollout, step), facts, now)
 
