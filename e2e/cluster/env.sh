@@ -4,12 +4,13 @@
 #   source e2e/cluster/env.sh && kubectl get nodes
 # Exports DAVIT_CACHE, DAVIT_STATE, KUBECONFIG, KWOK_WORKDIR (kwokctl keeps the cluster's processes,
 # certificates and etcd data under $DAVIT_STATE/kwok, so each checkout owns its own cluster) and
-# DAVIT_BIN_{KUBE,ETCD,KWOK,HELM}, the version-keyed binary folders that build.sh fills, and
-# DAVIT_GATEWAY_API, the folder of the Gateway API CRDs it fetches.
+# DAVIT_BIN_{KUBE,ETCD,KWOK,HELM,PROMETHEUS}, the version-keyed binary folders that build.sh
+# fills, and DAVIT_GATEWAY_API, the folder of the Gateway API CRDs it fetches.
 
 _davit_env() {
   # Locals so that sourcing does not leave KUBE_VERSION etc. in the caller's shell.
-  local KUBE_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION GATEWAY_API_VERSION here root dir
+  local KUBE_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION GATEWAY_API_VERSION
+  local PROMETHEUS_VERSION here root dir
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   root=$(cd "$here/../.." && pwd)
   # shellcheck source=versions.env
@@ -27,6 +28,7 @@ _davit_env() {
   export DAVIT_BIN_ETCD=$DAVIT_CACHE/bin/etcd-$ETCD_VERSION
   export DAVIT_BIN_KWOK=$DAVIT_CACHE/bin/kwok-$KWOK_VERSION
   export DAVIT_BIN_HELM=$DAVIT_CACHE/bin/helm-$HELM_VERSION
+  export DAVIT_BIN_PROMETHEUS=$DAVIT_CACHE/bin/prometheus-$PROMETHEUS_VERSION
   export DAVIT_GATEWAY_API=$DAVIT_CACHE/gateway-api-$GATEWAY_API_VERSION
   # kwokctl resolves kubectl from PATH first; naming ours as well keeps it from ever fetching one.
   export KWOK_KUBECTL_BINARY=$DAVIT_BIN_KUBE/kubectl

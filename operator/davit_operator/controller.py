@@ -35,6 +35,7 @@ from davit_operator.planners import analysis, observe, status_pacing
 from davit_operator.planners.observe import ChildKey
 from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
 from davit_operator.planners.revision import revision_hash
+from davit_operator.planners.rollout import parse_duration
 from davit_operator.scheduler import RetryLaterError
 from davit_operator.sources import FigureSource, SourceError, Subject
 
@@ -73,6 +74,9 @@ class Controller:
         # Per model, when the progress-only status patch it holds is due (status_pacing): a
         # fact of this process's writes, which a restart need not remember.
         self._status_held: dict[Key, float] = {}
+        # Per model, a measurement its source could not give, and until when that answer
+        # stands: other passes meanwhile (any child's event) do not ask the source again.
+        self._unreadable: dict[Key, tuple[float, analysis.Measurement]] = {}
 
     async def reconcile(self, key: Key) -> float | None:
         """One pass; returns the wall-clock time of the next time-based step, if any.
@@ -100,6 +104,7 @@ class Controller:
         body = self._cache.model(key)
         if body is None:
             self._status_held.pop(key, None)
+            self._unreadable.pop(key, None)
             return None  # deleted; its children go by garbage collection
         namespace, name = key
         cleanup = observe.legacy_cleanup(body["metadata"])
@@ -122,6 +127,8 @@ class Controller:
             md.spec.rollout, md.status, revision_hash(md.spec), datetime.datetime.fromisoformat(now)
         )
         measurement = await self._measure(key, due) if due is not None else None
+        if measurement is None:
+            self._unreadable.pop(key, None)
         changes = plan(md, observed, self._config, now, measurement)
         try:
             await self._write_children(changes, children)
@@ -147,7 +154,19 @@ class Controller:
 
     async def _measure(self, key: Key, due: analysis.Due) -> analysis.Measurement:
         """Both revisions' figures over the due window; a source that fails is no verdict (the
-        planner reads the same window again later), and is said once per try."""
+        planner reads the same window again an interval later), and is said once per try."""
+        failed = self._unreadable.get(key)
+        if failed is not None and failed[1].due == due and self._clock() < failed[0]:
+            return failed[1]
+        measurement = await self._read(key, due)
+        if measurement.problem is None:
+            self._unreadable.pop(key, None)
+        else:
+            retry = self._clock() + parse_duration(due.settings.interval).total_seconds()
+            self._unreadable[key] = (retry, measurement)
+        return measurement
+
+    async def _read(self, key: Key, due: analysis.Due) -> analysis.Measurement:
         namespace, name = key
         try:
             canary, stable = await asyncio.gather(

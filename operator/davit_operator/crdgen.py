@@ -52,11 +52,13 @@ def to_structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         branches = [b for b in node["anyOf"] if b.get("type") != "null"]
         if len(branches) != 1:
             raise ValueError(f"only Optional[X] unions can be expressed in a CRD: {node}")
-        rest = {k: v for k, v in node.items() if k != "anyOf"}
-        merged = {**to_structural(branches[0], defs), **rest}
-        if merged.get("default", ...) is None:
-            del merged["default"]  # an absent field is the CRD's way to say None
-        return to_structural(merged, defs)
+        # An absent field is the CRD's way to say None. The branch is converted once, with the
+        # rest: converting its converted form again would read its own Optional fields as
+        # sub-objects that default to {}.
+        rest = {
+            k: v for k, v in node.items() if k != "anyOf" and not (k == "default" and v is None)
+        }
+        return to_structural({**branches[0], **rest}, defs)
 
     out: dict[str, Any] = {k: v for k, v in node.items() if k in _KEPT_KEYS}
     if out.get("type") == "object" or "properties" in node or "additionalProperties" in node:

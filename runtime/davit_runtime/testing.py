@@ -1,13 +1,22 @@
-"""Tiny models built in code with a fixed seed, and model repositories holding them.
+"""Tiny models built in code with a fixed seed, model repositories holding them, and the
+runtime as a real process serving them.
 
-Used by the component tests and the benchmark: `write_model_repository` exports a model
-(TorchScript or torch.export) and writes its `config.json`; `build_model` and `sample_inputs`
-give the same module and data for raw-torch baselines and correctness checks.
+Used by the component tests, the e2e suite and the benchmark: `write_model_repository` exports
+a model (TorchScript or torch.export) and writes its `config.json`; `build_model` and
+`sample_inputs` give the same module and data for raw-torch baselines and correctness checks;
+`launch_server` starts `davit-runtime serve` on loopback ports.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,13 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 from torch import nn
 
 from davit_runtime.config import MODEL_FILENAMES
 from davit_runtime.datatypes import DATATYPES
 from davit_runtime.fetch import sha256_of
 
-KINDS = ("linear", "mlp", "cnn", "typed")
+KINDS = ("linear", "mlp", "cnn", "typed", "flaky")
 Format = Literal["torchscript", "pt2"]
 
 
@@ -68,13 +78,24 @@ class _Typed(nn.Module):
         return fp32 * 2, fp16 * 2, int64 + 1, int32 + 1, torch.logical_not(flags)
 
 
+class _Flaky(nn.Module):
+    """Doubles its input, and fails a share of requests: those whose first element is over
+    0.8416, the standard normal's 80th percentile, so about 20 % of `sample_inputs`' draws (a
+    canary that analysis must catch). Scripted, not traced, to keep the branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.flatten()[0] > 0.8416):
+            raise RuntimeError("injected failure")
+        return x * 2
+
+
 _TYPED_IO = (("fp32", "FP32"), ("fp16", "FP16"), ("int64", "INT64"), ("int32", "INT32"),
              ("flags", "BOOL"))  # fmt: skip
 
 
 def tensor_infos(kind: str) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
     """Input and output descriptions of a model kind."""
-    if kind in ("linear", "mlp"):
+    if kind in ("linear", "mlp", "flaky"):
         return (TensorInfo("input", "FP32", (512,)),), (TensorInfo("output", "FP32", (512,)),)
     if kind == "cnn":
         return (TensorInfo("input", "FP32", (3, 32, 32)),), (TensorInfo("output", "FP32", (10,)),)
@@ -107,6 +128,8 @@ def build_model(kind: str, seed: int = 0) -> nn.Module:
             )  # fmt: skip
         elif kind == "typed":
             module = _Typed()
+        elif kind == "flaky":
+            module = _Flaky()
         else:
             raise ValueError(f"unknown model kind {kind!r}; choose from {KINDS}")
     finally:
@@ -151,6 +174,15 @@ def export_model(kind: str, fmt: Format, path: Path, *, max_batch_size: int, see
     if max_batch_size == 0:
         examples = tuple(e[0] for e in examples)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "flaky":
+        if fmt != "torchscript" or max_batch_size != 0:
+            raise ValueError(
+                "the flaky model is TorchScript without batching (one request fails alone)"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated, still served
+            torch.jit.save(torch.jit.script(module), str(path))
+        return
     if fmt == "torchscript":
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter(
@@ -224,3 +256,70 @@ def write_model_repository(
         config.update(extra_config)
     (model_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return ModelSpec(model, kind, inputs, outputs, model_dir, model_file, config)
+
+
+READY_PREFIX = "davit-runtime ready "
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    http: str  # host:port
+    grpc: str
+    log: Path
+
+    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Current values of one metric family from /metrics, keyed by sorted labels."""
+        with urllib.request.urlopen(f"http://{self.http}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values: dict[tuple[tuple[str, str], ...], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    values[tuple(sorted(sample.labels.items()))] = sample.value
+        return values
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.samples(name).get(tuple(sorted(labels.items())), 0.0)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
+
+
+def launch_server(
+    repository: Path, log: Path, *extra: str, ready_timeout_s: float = 120.0
+) -> RunningServer:
+    """Start `davit-runtime serve` on random loopback ports and wait for its ready line."""
+    command = [
+        sys.executable, "-m", "davit_runtime", "serve", "--model-repository", str(repository),
+        "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--torch-threads", "1",
+        "--cache-dir", str(log.parent / "model-cache"), *extra,
+    ]  # fmt: skip
+    log_handle = log.open("w")
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=log_handle, text=True, env=dict(os.environ)
+    )
+    log_handle.close()
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + ready_timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=0.5):
+                if process.poll() is not None:
+                    break
+                continue
+            line = process.stdout.readline()
+            if not line:
+                break
+            if line.startswith(READY_PREFIX):
+                fields = dict(part.split("=", 1) for part in line.split()[2:])
+                return RunningServer(process, fields["http"], fields["grpc"], log)
+    finally:
+        selector.close()
+    process.kill()
+    process.wait()
+    raise AssertionError(f"server did not become ready; log:\n{log.read_text()}")

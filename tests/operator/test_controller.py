@@ -331,9 +331,19 @@ def test_a_source_that_fails_is_no_verdict_and_no_error() -> None:
     )
     cache, _, _ = at_analysis(since)
     recording = AnalysedApi(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
+    source, clock = Source({}), Clock(1000.0)
+    controller = Controller(CONFIG, recording, cache, clock, figures=source)  # type: ignore[arg-type]
     wake = asyncio.run(controller.reconcile(KEY))
     assert wake is not None  # the same window is read again later
+    assert len(source.asked) == 2  # each revision once
+    # Another pass within the interval (any child's event) does not ask the source again...
+    clock.now = 1009.0
+    asyncio.run(controller.reconcile(KEY))
+    assert len(source.asked) == 2
+    # ...one after it does.
+    clock.now = 1010.0
+    asyncio.run(controller.reconcile(KEY))
+    assert len(source.asked) == 4
     [status] = recording.status_patches
     progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
     assert progressing["reason"] == "MetricsUnavailable"

@@ -37,6 +37,24 @@ def test_schema_is_structural() -> None:
         assert "anyOf" not in node
 
 
+def test_a_defaulted_object_requires_nothing() -> None:
+    # The API server refuses a CRD whose default lacks a required field: an object that
+    # defaults to {} must have a default for every field (an Optional one has no default).
+    crd = crdgen.build_crd()
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for node in _walk(schema):
+        if node.get("type") == "object" and node.get("default") == {}:
+            assert not node.get("required"), node
+
+
+def test_an_optional_object_within_an_optional_one_has_no_default() -> None:
+    crd = crdgen.build_crd()
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    analysis = status["properties"]["revisions"]["items"]["properties"]["analysis"]
+    assert "default" not in analysis
+    assert "default" not in analysis["properties"]["stable"]
+
+
 def test_scale_and_status_subresources_and_columns() -> None:
     version = crdgen.build_crd()["spec"]["versions"][0]
     assert version["subresources"]["scale"] == {

@@ -2,88 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import selectors
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from davit_runtime.testing import ModelSpec, write_model_repository
-
-READY_PREFIX = "davit-runtime ready "
-
-
-@dataclass
-class RunningServer:
-    process: subprocess.Popen[str]
-    http: str  # host:port
-    grpc: str
-    log: Path
-
-    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-        """Current values of one metric family from /metrics, keyed by sorted labels."""
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://{self.http}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        values: dict[tuple[tuple[str, str], ...], float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name:
-                    values[tuple(sorted(sample.labels.items()))] = sample.value
-        return values
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.samples(name).get(tuple(sorted(labels.items())), 0.0)
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout_s)
-
-
-def launch_server(
-    repository: Path, log: Path, *extra: str, ready_timeout_s: float = 120.0
-) -> RunningServer:
-    """Start `davit-runtime serve` on random loopback ports and wait for its ready line."""
-    command = [
-        sys.executable, "-m", "davit_runtime", "serve", "--model-repository", str(repository),
-        "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--torch-threads", "1",
-        "--cache-dir", str(log.parent / "model-cache"), *extra,
-    ]  # fmt: skip
-    log_handle = log.open("w")
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=log_handle, text=True, env=dict(os.environ)
-    )
-    log_handle.close()
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + ready_timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=0.5):
-                if process.poll() is not None:
-                    break
-                continue
-            line = process.stdout.readline()
-            if not line:
-                break
-            if line.startswith(READY_PREFIX):
-                fields = dict(part.split("=", 1) for part in line.split()[2:])
-                return RunningServer(process, fields["http"], fields["grpc"], log)
-    finally:
-        selector.close()
-    process.kill()
-    process.wait()
-    raise AssertionError(f"server did not become ready; log:\n{log.read_text()}")
+from davit_runtime.testing import (
+    ModelSpec,
+    RunningServer,
+    launch_server,
+    write_model_repository,
+)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from davit_runtime.testing import reference_outputs, sample_inputs
 
 pytestmark = pytest.mark.component
 
-# Fixtures (main_server, main_repository, start_server) and RunningServer come from conftest.py.
+# Fixtures (main_server, main_repository, start_server) come from conftest.py, RunningServer
+# from davit_runtime.testing.
 Server = Any
 
 

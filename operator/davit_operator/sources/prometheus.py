@@ -117,7 +117,7 @@ class Prometheus:
                     raise SourceError(f"{endpoint} answered {answer.status} {answer.reason}")
                 return sample(await answer.json())
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise SourceError(f"{endpoint} unreachable: {error!r}") from error
+            raise SourceError(f"{endpoint} unreachable: {error or type(error).__name__}") from error
 
     async def close(self) -> None:
         if self._session is not None:
