@@ -178,14 +178,20 @@ def canary_record(models: Models, canary: str) -> dict[str, Any] | None:
     return next((r for r in revisions if r["hash"] == canary), None)
 
 
+def roll_out(models: Models, version: str, prometheus_url: str) -> tuple[str, str]:
+    """v1 created and Ready, then `version` rolling out as its canary: (stable, canary)."""
+    models.create("resnet", spec("v1", prometheus_url))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    stable = hash_of("v1")
+    assert models.get("resnet")["status"]["stableRevision"] == stable
+    models.patch_spec("resnet", spec(version, prometheus_url))
+    return stable, hash_of(version)
+
+
 def test_a_canary_failing_requests_is_rolled_back_with_its_figures(
     models: Models, api_client: client.ApiClient, namespace: str, figures: Figures
 ) -> None:
-    models.create("resnet", spec("v1", figures.prometheus_url))
-    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
-    stable, canary = hash_of("v1"), hash_of("v2")
-    assert models.get("resnet")["status"]["stableRevision"] == stable
-    models.patch_spec("resnet", spec("v2", figures.prometheus_url))
+    stable, canary = roll_out(models, "v2", figures.prometheus_url)
 
     def rolled_back() -> dict[str, Any] | None:
         record = canary_record(models, canary)
@@ -217,10 +223,7 @@ def test_a_canary_failing_requests_is_rolled_back_with_its_figures(
 def test_a_healthy_canary_passes_analysis_and_is_promoted(
     models: Models, api_client: client.ApiClient, namespace: str, figures: Figures
 ) -> None:
-    models.create("resnet", spec("v1", figures.prometheus_url))
-    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
-    stable, canary = hash_of("v1"), hash_of("v3")
-    models.patch_spec("resnet", spec("v3", figures.prometheus_url))
+    stable, canary = roll_out(models, "v3", figures.prometheus_url)
 
     def promoted() -> dict[str, Any] | None:
         status: dict[str, Any] = models.get("resnet").get("status", {})
@@ -246,9 +249,7 @@ def test_a_prometheus_that_cannot_be_reached_holds_the_canary_without_failing_it
     models: Models, namespace: str, figures: Figures
 ) -> None:
     unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    models.create("resnet", spec("v1", unreachable))
-    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
-    models.patch_spec("resnet", spec("v3", unreachable))
+    _, canary = roll_out(models, "v3", unreachable)
 
     def unavailable() -> dict[str, Any] | None:
         progressing = models.condition("resnet", "Progressing") or {}
@@ -258,6 +259,6 @@ def test_a_prometheus_that_cannot_be_reached_holds_the_canary_without_failing_it
     assert unreachable in progressing["message"]
     status = models.get("resnet")["status"]
     assert (status["currentStep"], status.get("analysisFailures", 0)) == (1, 0)
-    record = canary_record(models, hash_of("v3"))
+    record = canary_record(models, canary)
     assert record is not None
     assert record["outcome"] == "Progressing", record

@@ -122,6 +122,7 @@ def render_status(md: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> 
             pods if deployment is not None or role else "",
         ]
         lines.append("    " + "  ".join(columns).rstrip())
+    lines += _analysis_lines(status)
     steps = (spec.get("rollout") or {}).get("steps") or []
     if steps and canary:
         done = status.get("currentStep") or 0
@@ -136,6 +137,32 @@ def render_status(md: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> 
             f"{condition.get('message', '')}".rstrip()
         )
     return "\n".join(lines)
+
+
+def _analysis_lines(status: dict[str, Any]) -> list[str]:
+    """The last measurement of the canary (or, with none running, of the newest revision
+    measured): its verdict, both revisions' figures and the checks."""
+    records = [r for r in status.get("revisions", []) if r.get("analysis")]
+    canary = status.get("canaryRevision")
+    record = next((r for r in records if r["hash"] == canary), records[-1] if records else None)
+    if record is None:
+        return []
+    measured = record["analysis"]
+    lines = [
+        f"  analysis of {record['hash']}: {measured['verdict']}  "
+        f"({measured['startedAt']} → {measured['endedAt']})"
+    ]
+    for role in ("canary", "stable"):
+        figures = measured.get(role)
+        if figures:
+            p99 = figures.get("p99LatencyMs")
+            latency = f"{p99:g} ms" if p99 is not None else "-"
+            lines.append(
+                f"    {role:<7} {figures['requests']:>7} requests  errors "
+                f"{figures['errorRate'] * 100:.3g} %  p99 {latency}"
+            )
+    lines.append(f"    {measured['message']}")
+    return lines
 
 
 def render_history(md: dict[str, Any]) -> str:

@@ -113,6 +113,29 @@ def test_the_status_tree_shows_revisions_weights_and_steps() -> None:
     assert lines[9].split()[:3] == ["Ready", "False", "Paused"]
 
 
+def test_status_shows_the_canarys_last_measurement() -> None:
+    model = md()
+    model["status"]["revisions"][1]["analysis"] = {
+        "startedAt": "2026-12-04T15:31:55+00:00", "endedAt": "2026-12-04T15:31:59+00:00",
+        "verdict": "Fail",
+        "message": "error rate 24 % over max 5 %; p99 2.85 ms within max 1000 ms",
+        "canary": {"requests": 100, "errorRate": 0.24, "p99LatencyMs": 2.9},
+        "stable": {"requests": 98, "errorRate": 0.0},
+    }  # fmt: skip
+    lines = render_status(model, [deployment(CANARY, 2, 2), deployment(STABLE, 2, 1)]).splitlines()
+    at = lines.index(f"  analysis of {CANARY}: Fail  (2026-12-04T15:31:55+00:00 → "
+                     "2026-12-04T15:31:59+00:00)")  # fmt: skip
+    assert lines[at + 1].split() == ["canary", "100", "requests", "errors", "24", "%", "p99",
+                                     "2.9", "ms"]  # fmt: skip
+    assert lines[at + 2].split() == ["stable", "98", "requests", "errors", "0", "%", "p99", "-"]
+    assert lines[at + 3] == "    error rate 24 % over max 5 %; p99 2.85 ms within max 1000 ms"
+
+
+def test_status_without_a_measurement_has_no_analysis() -> None:
+    text = render_status(md(), [deployment(CANARY, 2, 2), deployment(STABLE, 2, 1)])
+    assert "analysis" not in text
+
+
 def test_promote_full_and_the_wait_are_flags() -> None:
     args = parse_args(["-n", "ml", "promote", "--full", "resnet", "--wait", "3"])
     assert (args.namespace, args.command, args.full, args.name, args.wait) == (
