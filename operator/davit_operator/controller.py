@@ -34,7 +34,6 @@ from davit_operator.kube import (
 from davit_operator.planners import analysis, observe, status_pacing
 from davit_operator.planners.observe import ChildKey
 from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
-from davit_operator.planners.revision import revision_hash
 from davit_operator.planners.rollout import parse_duration
 from davit_operator.scheduler import RetryLaterError
 from davit_operator.sources import FigureSource, SourceError, Subject
@@ -123,9 +122,7 @@ class Controller:
         children = self._cache.children(key)
         observed = observe.assemble(md.metadata["uid"], children, self._cache.pods(key))
         now = utc_now()
-        due = analysis.measurement_due(
-            md.spec.rollout, md.status, revision_hash(md.spec), datetime.datetime.fromisoformat(now)
-        )
+        due = analysis.measurement_due(md.spec, md.status, datetime.datetime.fromisoformat(now))
         measurement = await self._measure(key, due) if due is not None else None
         if measurement is None:
             self._unreadable.pop(key, None)

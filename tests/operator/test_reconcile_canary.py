@@ -301,9 +301,7 @@ def test_canary_pass(case: Case) -> None:
     )
     obs = observed(*case.deployments, pods=case.pods)
     target = target_of(model)
-    due = analysis.measurement_due(
-        model.spec.rollout, model.status, target, datetime.fromisoformat(case.now)
-    )
+    due = analysis.measurement_due(model.spec, model.status, datetime.fromisoformat(case.now))
     measurement = None
     if case.figures is not None or case.problem is not None:
         assert due is not None, "the case reads figures for a measurement that is not due"
@@ -354,3 +352,15 @@ def test_a_canary_from_a_healthy_model_is_no_warning() -> None:
     assert [(e.type, e.reason) for e in plan.events] == [("Normal", "RevisionCreated")]
     ready_condition = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
     assert (ready_condition["status"], ready_condition["reason"]) == ("False", "ScalingCanary")
+
+
+def test_a_measurement_is_due_only_for_the_revision_status_names() -> None:
+    at = datetime.fromisoformat(NOW)
+    status = api.ModelDeploymentStatus.model_validate(measuring())
+    due = analysis.measurement_due(analysed().spec, status, at)
+    assert due is not None
+    assert (due.canary, due.stable) == (CANARY, STABLE)
+    # A newer spec replaced the canary: its old measurement is read for nobody.
+    newer = md(replicas=4, rollout=analysed().spec.rollout.model_dump(by_alias=True),
+               model={"uri": "pvc://m/v4"})  # fmt: skip
+    assert analysis.measurement_due(newer.spec, status, at) is None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from davit_operator import api
+from davit_operator.planners.revision import revision_hash
 from davit_operator.planners.rollout import (
     Measured,
     RolloutState,
@@ -80,18 +81,23 @@ def has_source(settings: api.Analysis) -> bool:
 
 
 def measurement_due(
-    rollout: api.Rollout, status: api.ModelDeploymentStatus, target: str, now: datetime
+    spec: api.ModelDeploymentSpec, status: api.ModelDeploymentStatus, now: datetime
 ) -> Due | None:
     """The canary measurement to read this pass: the one status names, at the analysis step
-    the rollout of `target` stands at, once its interval is over and where a source is set."""
-    if status.canary_revision != target or status.stable_revision is None:
+    the rollout of the spec's revision stands at, once its interval is over and where a
+    source is set. Cheap for the models not measuring (every pass of every model asks): the
+    revision is hashed only for one that is."""
+    canary, stable = status.canary_revision, status.stable_revision
+    if canary is None or stable is None or status.analysis_started_at is None:
         return None
     state = RolloutState.of(status)
-    settings = current_analysis(rollout, state)
+    settings = current_analysis(spec.rollout, state)
     if settings is None or not has_source(settings):
         return None
     window = due(state.analysis_since, settings, now)
-    return Due(window, settings, target, status.stable_revision) if window else None
+    if window is None or revision_hash(spec) != canary:
+        return None  # still running, or the spec moved on to another revision
+    return Due(window, settings, canary, stable)
 
 
 def assess(measurement: Measurement) -> tuple[Measured, api.AnalysisRecord] | None:
