@@ -54,6 +54,14 @@ def step_events(api_client: client.ApiClient, namespace: str) -> list[str]:
     return [e.message for e in ordered if e.reason == "RolloutStepCompleted"]
 
 
+def get_md_columns(kube_env: dict[str, str], namespace: str) -> dict[str, str]:
+    """`kubectl get md` of the one model in `namespace`: its value under each column."""
+    header, row = (
+        line.split() for line in kubectl(kube_env, "get", "md", "-n", namespace).stdout.splitlines()
+    )
+    return dict(zip(header, row, strict=False))
+
+
 def start_rollout(models: Models, pause: str) -> tuple[str, str]:
     """A Ready model at v1, then v2 applied: (stable revision, canary revision)."""
     models.create("resnet", canary_spec(pause))
@@ -72,16 +80,20 @@ def start_rollout(models: Models, pause: str) -> tuple[str, str]:
 def test_a_canary_takes_half_the_replicas_pauses_then_is_promoted(
     models: Models, api_client: client.ApiClient, namespace: str, kube_env: dict[str, str]
 ) -> None:
-    stable, canary = start_rollout(models, pause="3s")
+    stable, canary = start_rollout(models, pause="6s")
 
     status = wait_for(lambda: paused_status(models), timeout=TIMEOUT, what="the pause at 50 %")
     assert status["canaryWeight"] == 50
     assert status["phase"] == "Progressing"
     assert replicas_by_revision(api_client, namespace) == {stable: 2, canary: 2}
-    header, row = (
-        line.split() for line in kubectl(kube_env, "get", "md", "-n", namespace).stdout.splitlines()
+    # Traffic follows ready pods (provider none): the weight shown is 50 once stable's extra
+    # pods have gone, which the pause outlasts.
+    wait_for(
+        lambda: models.get("resnet")["status"].get("actualWeight") == 50,
+        timeout=5,
+        what="half of the ready pods on the canary",
     )
-    shown = dict(zip(header, row, strict=False))
+    shown = get_md_columns(kube_env, namespace)
     assert (shown["PHASE"], shown["WEIGHT"], shown["STEP"]) == ("Progressing", "50", "1")
     assert shown["REASON"] == "Paused"
 
@@ -103,10 +115,17 @@ def test_a_canary_takes_half_the_replicas_pauses_then_is_promoted(
         timeout=TIMEOUT,
         what="the stable Deployment retired",
     )
+    wait_for(
+        lambda: models.get("resnet")["status"].get("actualWeight") == 100,
+        timeout=5,
+        what="every ready pod on the new stable revision",
+    )
+    shown = get_md_columns(kube_env, namespace)
+    assert (shown["PHASE"], shown["WEIGHT"], shown["STEP"]) == ("Healthy", "100", "2")
     messages = step_events(api_client, namespace)
     assert [m.split(" completed")[0] for m in messages] == [
         "step 1 of 2 (setWeight 50)",
-        "step 2 of 2 (pause 3s)",
+        "step 2 of 2 (pause 6s)",
     ]
 
 
@@ -247,8 +266,12 @@ def test_a_gateway_api_canary_moves_the_routes_weights_step_by_step(
 
     # Each distinct (route, replicas) state the API server held, in order, until promotion.
     seen: list[tuple[dict[str, int], dict[str, int]]] = []
+    reported: list[int] = []  # status.actualWeight, each value once in order
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
+        actual = models.get("resnet")["status"].get("actualWeight")
+        if actual is not None and (not reported or reported[-1] != actual):
+            reported.append(actual)
         weights = route_weights(api_client, namespace) or {}
         state = (weights, replicas_by_revision(api_client, namespace))
         if not seen or seen[-1] != state:
@@ -262,6 +285,9 @@ def test_a_gateway_api_canary_moves_the_routes_weights_step_by_step(
     routes = [weights for weights, _ in seen if weights in wanted]
     in_order = [w for n, w in enumerate(routes) if n == 0 or routes[n - 1] != w]
     assert in_order == wanted, seen
+    # The weight reported is the route's, not the canary's share of ready pods (20 % and more
+    # while it scales up).
+    assert [w for w in reported if w not in (0, 100)] == [10, 50], reported
     # Make before break: a weight is on the route only while the canary has its share of the
     # 4 replicas (10 % → 1, 50 % → 2; it grows to 4 before it takes 100 %).
     for weights, replicas in seen:

@@ -744,7 +744,15 @@ class ModelDeploymentStatus(ApiModel):
     )
     current_step: int | None = Field(default=None, description="Rollout steps completed.")
     canary_weight: int | None = Field(
-        default=None, description="Percent of traffic on the newest revision."
+        default=None,
+        description="Percent of traffic the rollout has set for the newest revision (its "
+        "steps' setWeight; 100 once no rollout runs); `actualWeight` is what it gets.",
+    )
+    actual_weight: int | None = Field(
+        default=None,
+        description="Percent of requests the newest revision gets as the traffic provider "
+        "routes them: with none (and builtin, until the router lands) its ready pods' share of "
+        "every ready pod of the model, with gatewayAPI its weight in the HTTPRoute.",
     )
     pause_until: str | None = Field(
         default=None,

@@ -130,7 +130,7 @@ def build_crd() -> dict[str, Any]:
     columns = [
         ("Version", "string", ".spec.model.version", "Model version label"),
         ("Phase", "string", ".status.phase", "Pending, Progressing, Healthy, Degraded, …"),
-        ("Weight", "integer", ".status.canaryWeight", "Traffic percent on the newest revision"),
+        ("Weight", "integer", ".status.actualWeight", "Percent of requests on the newest revision"),
         ("Step", "integer", ".status.currentStep", "Rollout steps completed"),
         ("Ready", "string", ".status.ready", "Ready replicas / desired"),
         ("GPUs", "integer", ".status.gpus", "GPUs held by live replicas"),

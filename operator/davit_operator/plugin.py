@@ -101,7 +101,11 @@ def render_status(md: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> 
     by_revision = {
         (d["metadata"].get("labels") or {}).get(naming.REVISION_LABEL): d for d in deployments
     }
-    canary, weight = status.get("canaryRevision"), status.get("canaryWeight") or 0
+    canary = status.get("canaryRevision")
+    # What each revision gets, and apart from it the weight the steps set where traffic
+    # has not followed yet (with provider none, until the replicas are split).
+    planned = status.get("canaryWeight") or 0
+    weight = status.get("actualWeight", planned)
     lines.append("  revisions")
     for record in reversed(status.get("revisions", [])):
         rev = record["hash"]
@@ -120,6 +124,7 @@ def render_status(md: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> 
             (role or record["outcome"]).ljust(10),
             f"weight {share:>3} %" if share is not None else " " * 12,
             pods if deployment is not None or role else "",
+            f"(set {planned} %)" if role == "canary" and planned != weight else "",
         ]
         lines.append("    " + "  ".join(columns).rstrip())
     lines += _analysis_lines(status)

@@ -113,6 +113,16 @@ def test_the_status_tree_shows_revisions_weights_and_steps() -> None:
     assert lines[9].split()[:3] == ["Ready", "False", "Paused"]
 
 
+def test_the_status_tree_shows_the_weight_traffic_gets_beside_the_one_set() -> None:
+    model = md()
+    model["status"]["actualWeight"] = 33  # stable not shrunk yet: 2 of 6 ready pods
+    text = render_status(model, [deployment(CANARY, 2, 2), deployment(STABLE, 4, 4)])
+    lines = [line.split() for line in text.splitlines()]
+    assert lines[3] == [CANARY, "v2", "canary", "weight", "33", "%", "replicas", "2/2", "ready",
+                        "(set", "50", "%)"]  # fmt: skip
+    assert lines[4] == [STABLE, "v1", "stable", "weight", "67", "%", "replicas", "4/4", "ready"]
+
+
 def test_status_shows_the_canarys_last_measurement() -> None:
     model = md()
     model["status"]["revisions"][1]["analysis"] = {

@@ -155,3 +155,53 @@ def test_the_route_attaches_to_the_specs_gateway_through_revision_services() -> 
         "davit.dev/model": "resnet",
         "davit.dev/revision": target_of(ROUTED),
     }
+
+
+@dataclass(frozen=True)
+class WeightCase:
+    reason: str
+    model: api.ModelDeployment
+    status: dict[str, Any]
+    deployments: tuple[DeploymentState, ...]
+    want: int  # status.actualWeight: percent of requests the newest revision gets
+
+
+PLAIN_ROUTED = md(replicas=4, traffic={"provider": "gatewayAPI", "gatewayAPI": GATEWAY})
+WEIGHT_CASES = [
+    WeightCase("a model with one revision gets everything", PLAIN, {}, (), want=100),
+    # With none the Service spreads requests over every ready pod: a canary's pod that is
+    # ready serves, whatever weight the step has set.
+    WeightCase("with none a canary's first ready pod already serves its share",
+               PLAIN, rolling(currentStep=0, canaryWeight=0),
+               (stable(), canary(ready=1, replicas=2)), want=20),
+    WeightCase("with none the set weight is reached only once stable has shrunk",
+               PLAIN, rolling(currentStep=1, canaryWeight=50), (stable(), canary(ready=2)),
+               want=33),
+    WeightCase("with none a split at the set weight reports it",
+               PLAIN, rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+               want=50),
+    # The route moves only once the canary's share is ready: until then it has none.
+    WeightCase("with gatewayAPI a canary scaling up has no weight yet",
+               ROUTED, rolling(currentStep=0, canaryWeight=0),
+               (stable(), canary(ready=1, replicas=2)), want=0),
+    WeightCase("with gatewayAPI the route's weight is the canary's",
+               ROUTED, rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=2)),
+               want=50),
+    # Without steps the route stays on stable until the new revision is available and
+    # becomes stable itself, while its pods come up beside.
+    WeightCase("with gatewayAPI a rollout without steps keeps the route on stable",
+               PLAIN_ROUTED, rolling(), (stable(), canary(ready=2)), want=0),
+    WeightCase("an aborted canary with none serves while its pods remain",
+               PLAIN, rolling(currentStep=1, canaryWeight=50, revisions=history(outcome="Aborted")),
+               (stable(ready=4), canary(ready=1, replicas=0)), want=20),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", WEIGHT_CASES, ids=[c.reason for c in WEIGHT_CASES])
+def test_the_weight_reported_is_what_traffic_gets(case: WeightCase) -> None:
+    model = case.model.model_copy(
+        update={"status": api.ModelDeploymentStatus.model_validate(case.status)}
+    )
+    plan = reconcile.plan(model, Observed(deployments=case.deployments), CONFIG, NOW)
+    stored = model.status.model_dump(by_alias=True, exclude_none=True)
+    assert {**stored, **(plan.status or {})}["actualWeight"] == case.want

@@ -466,6 +466,24 @@ def plan_weights(
     return [(target.revision, 100)]
 
 
+def actual_weight(
+    target: Target, spec: api.ModelDeploymentSpec, weights: list[tuple[str, int]],
+    observed: Observed,
+) -> int:  # fmt: skip
+    """Percent of requests the target revision gets: with gatewayAPI its weight in the route
+    (`weights`, as plan_traffic writes them); otherwise the Service spreads requests over every
+    ready pod, so its ready pods' share, whatever weight a step has set."""
+    if spec.traffic.provider is api.TrafficProvider.GATEWAY_API and spec.traffic.gateway_api:
+        return dict(weights).get(target.revision, 0)
+    every = sum(d.ready_replicas for d in observed.deployments)
+    if every == 0:
+        # Nothing serves yet: a model's only revision is the one that will.
+        alone = all(d.revision == target.revision for d in observed.deployments)
+        return 100 if alone else 0
+    deployment = observed.deployment(target.revision)
+    return _share(deployment.ready_replicas if deployment else 0, every)
+
+
 def plan_history(
     target: Target, spec: api.ModelDeploymentSpec, history: list[api.RevisionRecord],
     observed: Observed,
@@ -737,7 +755,7 @@ def plan(
     last_control = request.value if request is not None else status.last_control
     new_status = build_status(
         target, spec, revisions, verdict, conditions, observed, config, canary, last_control
-    )
+    ).model_copy(update={"actual_weight": actual_weight(target, spec, weights, observed)})
     step_events = control_events(request, target, canary)
     step_events += canary.events if canary is not None else []
     wake_at = canary.wake_at if canary is not None else None

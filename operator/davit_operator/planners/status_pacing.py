@@ -22,7 +22,9 @@ from davit_operator import api
 from davit_operator.planners.reconcile import Event
 
 # Status fields (as patched) that only count or describe the way to the next transition.
-PROGRESS_FIELDS = frozenset({"replicas", "readyReplicas", "ready", "gpus", "canaryWeight"})
+PROGRESS_FIELDS = frozenset(
+    {"replicas", "readyReplicas", "ready", "gpus", "canaryWeight", "actualWeight"}
+)
 
 
 def is_progress(
