@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from test_modeldeployment import deployments, gpu_spec, is_ready, pods
 from test_operator_loop import model_events
 
-from e2e_support import Models, OperatorProcess, condition_of, kubectl, wait_for
+from e2e_support import REPO, Models, OperatorProcess, condition_of, kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -537,3 +538,39 @@ def test_kubectl_davit_undo_rolls_an_earlier_revisions_spec_out_again(
     refused = kubectl_davit(kube_env, namespace, "undo", "--to-revision", "9", "resnet")
     assert refused.returncode == 1
     assert "no revision 9 in the history (kept: 2, 3" in refused.stderr
+
+
+def example(name: str, namespace: str) -> str:
+    """examples/NAME as JSON for `kubectl apply`, moved into the test's namespace."""
+    manifest = yaml.safe_load((REPO / "examples" / name).read_text())
+    manifest["metadata"]["namespace"] = namespace
+    return json.dumps(manifest)
+
+
+def test_the_readme_walkthrough_rolls_out_as_it_shows(
+    models: Models, namespace: str, kube_env: dict[str, str]
+) -> None:
+    """The README's "A rollout, step by step", with its manifests as they are (`models`: the
+    CRD installed and the operator running)."""
+    kubectl(kube_env, "apply", "-f", "-", stdin=example("resnet.yaml", namespace))
+    wait_for(
+        lambda: get_md_columns(kube_env, namespace)["PHASE"] == "Healthy",
+        timeout=TIMEOUT,
+        what="examples/resnet.yaml Healthy",
+    )
+    kubectl(kube_env, "apply", "-f", "-", stdin=example("resnet-canary.yaml", namespace))
+    columns = ("VERSION", "PHASE", "WEIGHT", "STEP", "READY", "REASON")
+
+    def shown() -> tuple[str, ...]:
+        row = get_md_columns(kube_env, namespace)
+        return tuple(row[c] for c in columns)
+
+    # 25 % for 20 s, then 50 %, held for a promote.
+    waiting = ("v4", "Progressing", "50", "3", "2/4", "WaitingForPromote")
+    wait_for(lambda: shown() == waiting, timeout=TIMEOUT, what=f"get md showing {waiting}")
+    tree = kubectl_davit(kube_env, namespace, "status", "resnet")
+    assert "[>] 4. pause (until promoted)" in tree.stdout, tree.stdout
+    promoted = kubectl_davit(kube_env, namespace, "promote", "resnet")
+    assert "ControlAccepted" in promoted.stdout, promoted.stderr
+    done = ("v4", "Healthy", "100", "4", "4/4", "AllReplicasReady")
+    wait_for(lambda: shown() == done, timeout=TIMEOUT, what=f"get md showing {done}")

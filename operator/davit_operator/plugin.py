@@ -136,9 +136,10 @@ def render_status(md: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> 
             mark = "[x]" if n < done else ("[>]" if n == done else "[ ]")
             lines.append(f"    {mark} {n + 1}. {_step_text(step)}")
     lines.append("  conditions")
+    width = max((len(c.get("reason", "")) for c in conditions.values()), default=0)
     for kind, condition in conditions.items():
         lines.append(
-            f"    {kind:<12} {condition['status']:<7} {condition.get('reason', ''):<22} "
+            f"    {kind:<12} {condition['status']:<7} {condition.get('reason', ''):<{width}} "
             f"{condition.get('message', '')}".rstrip()
         )
     return "\n".join(lines)
