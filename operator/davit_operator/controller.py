@@ -214,8 +214,18 @@ class Controller:
         self._cache.upsert(manifest["kind"], applied)
 
     async def _scale(self, scale: Scale, children: Mapping[ChildKey, dict[str, Any]]) -> None:
-        version = await self._kube.scale(scale.ref, scale.replicas)
         scaled = children.get((scale.ref.kind, scale.ref.name))
+        try:
+            version = await self._kube.scale(scale.ref, scale.replicas)
+        except ApiError as error:
+            if error.status.code != 404 or is_model_gone(error):
+                raise
+            # Deleted (by a person, say) after this pass read the cache: its DELETED event
+            # wakes the model, and that pass creates it again from the spec.
+            logger.info("%s/%s was gone before its scale", scale.ref.namespace, scale.ref.name)
+            if scaled is not None:
+                self._cache.delete(scale.ref.kind, scaled)
+            return
         if scaled is not None:  # what the watch will report, in short
             metadata = scaled["metadata"]
             generation = int(metadata.get("generation", 1)) + 1

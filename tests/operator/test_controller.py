@@ -350,3 +350,35 @@ def test_a_source_that_fails_is_no_verdict_and_no_error() -> None:
     assert "http://prom:9090/api/v1/query unreachable" in progressing["message"]
     assert status.get("currentStep", 1) == 1
     assert recording.events == []
+
+
+class DeploymentGone(RecordingApi):
+    """A person deleted the Deployment after the pass read the cache, before its scale."""
+
+    async def scale(self, ref: ChildRef, replicas: int) -> str:
+        raise ApiError(
+            request=httpx2.Request("PATCH", f"https://api/deployments/{ref.name}/scale"),
+            response=httpx2.Response(
+                404,
+                json={"kind": "Status", "code": 404, "reason": "NotFound",
+                      "message": f'deployments.apps "{ref.name}" not found',
+                      "details": {"name": ref.name, "group": "apps", "kind": "deployments"}},
+            ),
+        )  # fmt: skip
+
+
+def test_a_child_deleted_before_its_scale_is_dropped_from_the_cache_not_a_bug() -> None:
+    controller, cache, _, _, _ = start()
+    body = cache.model(KEY)
+    assert body is not None
+    meta = {**body["metadata"], "resourceVersion": "500", "generation": 2}
+    cache.upsert(api.KIND, {**body, "metadata": meta, "spec": {**body["spec"], "replicas": 3}})
+    gone = DeploymentGone(cache)
+    controller._kube = gone  # type: ignore[assignment]
+    # No error (so no traceback and no backoff): the Deployment's DELETED event wakes the
+    # model, and its next pass creates it again.
+    asyncio.run(controller.reconcile(KEY))
+    kinds = [kind for kind, _ in cache.children(KEY)]
+    assert "Deployment" not in kinds
+    asyncio.run(controller.reconcile(KEY))
+    assert "Deployment" in gone.applied
