@@ -1,0 +1,3 @@
+from davit_router.cli import main
+
+main()

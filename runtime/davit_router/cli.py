@@ -1,0 +1,69 @@
+"""`davit-router serve --config router.json`: the router in front of a model's revisions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from davit_router.config import ConfigError
+from davit_router.server import READY_PREFIX, RouterServer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="davit-router", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="route requests by the configuration file")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="the JSON configuration (the operator's ConfigMap, mounted)",
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="traffic port (0: any free)")
+    serve.add_argument(
+        "--admin-port", type=int, default=9090, help="metrics, health and config port (0: any free)"
+    )
+    serve.add_argument(
+        "--reload-seconds",
+        type=float,
+        default=1.0,
+        help="how often the configuration file is checked for a change",
+    )
+    serve.add_argument("--log-level", default="INFO")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = RouterServer(
+        args.config,
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        reload_seconds=args.reload_seconds,
+    )
+    traffic, admin = await server.start()
+    # Tests and scripts wait for this line to know the (possibly random) ports.
+    print(f"{READY_PREFIX}http={args.host}:{traffic} admin={args.host}:{admin}", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        asyncio.run(serve(args))
+    except ConfigError as error:
+        print(f"davit-router: {error}", file=sys.stderr)
+        sys.exit(2)

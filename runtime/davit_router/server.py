@@ -1,0 +1,185 @@
+"""The router process: client connections in, the configuration file watched, an admin port.
+
+Client connections are HTTP/1.1 with keep-alive; pipelined requests are answered in order. The
+admin port serves `/metrics` (Prometheus), `/healthz` and `/config` (the configuration in
+force, as JSON), apart from the model's traffic so that a model path can never shadow them.
+
+The configuration file is checked every `reload_seconds` (a mounted ConfigMap changes by a
+symlink swap, which inotify on the file would miss) and on SIGHUP. A new one applies from the
+next request without dropping those in flight; one that does not parse is logged, and the
+router keeps the one it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import httptools
+import orjson
+
+from davit_router.config import ConfigError, load
+from davit_router.http1 import (
+    MessageTooLargeError,
+    Request,
+    RequestParser,
+    Response,
+    render_response,
+)
+from davit_router.metrics import CONTENT_TYPE, RouterMetrics
+from davit_router.router import Router
+
+logger = logging.getLogger(__name__)
+
+READY_PREFIX = "davit-router ready "
+_READ_SIZE = 256 * 1024
+_JSON = [(b"content-type", b"application/json")]
+
+
+def _json(status: int, document: object) -> Response:
+    return Response(status, list(_JSON), orjson.dumps(document))
+
+
+class RouterServer:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        host: str,
+        port: int,
+        admin_port: int,
+        reload_seconds: float = 1.0,
+        max_body: int = 64 << 20,
+    ) -> None:
+        self._config_path = config_path
+        self._host, self._port, self._admin_port = host, port, admin_port
+        self._reload_seconds = reload_seconds
+        self._max_body = max_body
+        self.metrics = RouterMetrics()
+        self.router = Router(load(config_path), self.metrics)  # a bad first file: exit
+        self._config_stamp = self._stamp()
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(self._config_path)
+        except OSError:
+            return None
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def reload(self) -> None:
+        """Apply the file's configuration if it changed and parses; else keep the current."""
+        stamp = self._stamp()
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        try:
+            config = load(self._config_path)
+        except ConfigError as error:
+            logger.error("configuration not applied, keeping the current one: %s", error)
+            return
+        if config != self.router.config:
+            self.router.configure(config)
+            weights = ", ".join(f"{name} {weight}" for name, weight in config.weights)
+            logger.info("configuration applied: %s", weights)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._reload_seconds)
+            self.reload()
+
+    async def start(self) -> tuple[int, int]:
+        """Listen; the bound (traffic, admin) ports (0 asks for any free one)."""
+        traffic = await asyncio.start_server(self._serve_client, self._host, self._port)
+        admin = await asyncio.start_server(self._serve_admin, self._host, self._admin_port)
+        self._servers = [traffic, admin]
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self._watcher = asyncio.create_task(self._watch())
+        return (
+            traffic.sockets[0].getsockname()[1],
+            admin.sockets[0].getsockname()[1],
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting; let requests in flight finish (up to the model's timeout)."""
+        self._watcher.cancel()
+        for server in self._servers:
+            server.close()
+        grace = self.router.config.timeout_ms / 1000
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=grace)
+        for task in self._connections:
+            task.cancel()
+        self.router.close()
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._serve(reader, writer, self.router.handle)
+
+    async def _serve_admin(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        async def answer(request: Request) -> Response:
+            path = request.target.split(b"?", 1)[0]
+            if path == b"/metrics":
+                for name, phase in self.router.breaker_phases().items():
+                    self.metrics.breaker_open.labels(name).set(phase != "closed")
+                return Response(
+                    200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.render()
+                )
+            if path == b"/healthz":
+                return _json(200, {"status": "ok"})
+            if path == b"/config":
+                return _json(200, asdict(self.router.config))
+            return _json(404, {"error": f"no {path.decode('latin-1')} here"})
+
+        await self._serve(reader, writer, answer)
+
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handle: Callable[[Request], Awaitable[Response]],
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        parser = RequestParser(self._max_body)
+        try:
+            while True:
+                data = await reader.read(_READ_SIZE)
+                if not data:
+                    return
+                try:
+                    requests = parser.feed(data)
+                except (httptools.HttpParserError, MessageTooLargeError) as error:
+                    status = 413 if isinstance(error, MessageTooLargeError) else 400
+                    refusal = _json(status, {"error": f"malformed or too large request: {error}"})
+                    writer.write(render_response(refusal, keep_alive=False))
+                    await writer.drain()
+                    return
+                for request in requests:
+                    try:
+                        response = await handle(request)
+                    except Exception:
+                        logger.exception("request %s failed in the router", request.target)
+                        response = _json(500, {"error": "the router failed on this request"})
+                    writer.write(render_response(response, keep_alive=request.keep_alive))
+                    await writer.drain()
+                    if not request.keep_alive:
+                        return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._connections.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()

@@ -1,0 +1,109 @@
+"""The router as a real process on loopback ports, for the process tests and the benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from davit_router.server import READY_PREFIX
+
+
+def write_config(path: Path, document: dict[str, Any]) -> None:
+    """Replace the configuration file at once (a rename, as a ConfigMap update swaps it), so
+    the router never reads half a file."""
+    staged = path.with_suffix(".staged")
+    staged.write_text(json.dumps(document))
+    os.replace(staged, path)
+
+
+@dataclass
+class RunningRouter:
+    process: subprocess.Popen[str]
+    http: str  # host:port of the traffic listener
+    admin: str
+    config: Path
+    log: Path
+
+    def configure(self, document: dict[str, Any]) -> None:
+        """A new configuration, applied once the router has read it (SIGHUP, then /config)."""
+        write_config(self.config, document)
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            applied = self.applied()
+            weights = [(r["name"], r["weight"]) for r in applied["revisions"]]
+            if weights == [(r["name"], r["weight"]) for r in document["revisions"]]:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the router did not apply {document}; log:\n{self.log.read_text()}")
+
+    def applied(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{self.admin}/config", timeout=10) as response:
+            document: dict[str, Any] = json.load(response)
+        return document
+
+    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Current values of one metric from /metrics, keyed by sorted labels."""
+        with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values: dict[tuple[tuple[str, str], ...], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    values[tuple(sorted(sample.labels.items()))] = sample.value
+        return values
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of `name` over every series whose labels include `labels`."""
+        wanted = set(labels.items())
+        return sum(v for key, v in self.samples(name).items() if wanted <= set(key))
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
+
+
+def launch_router(
+    config: Path, document: dict[str, Any], log: Path, *extra: str, ready_timeout_s: float = 30.0
+) -> RunningRouter:
+    """Write `document` to `config` and start `davit-router serve` on free loopback ports."""
+    write_config(config, document)
+    command = [
+        sys.executable, "-m", "davit_router", "serve", "--config", str(config),
+        "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", *extra,
+    ]  # fmt: skip
+    with log.open("w") as log_handle:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_handle, text=True)
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + ready_timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=0.5):
+                if process.poll() is not None:
+                    break
+                continue
+            line = process.stdout.readline()
+            if not line:
+                break
+            if line.startswith(READY_PREFIX):
+                fields = dict(part.split("=", 1) for part in line.split()[2:])
+                return RunningRouter(process, fields["http"], fields["admin"], config, log)
+    finally:
+        selector.close()
+    process.kill()
+    process.wait()
+    raise AssertionError(f"the router did not become ready; log:\n{log.read_text()}")

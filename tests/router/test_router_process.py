@@ -1,0 +1,209 @@
+"""The router as a real process in front of real runtimes: two revisions of two `davit-runtime`
+processes each, all on 127.0.0.1, under bounded load.
+
+Every runtime serves the tiny `flaky` model: it doubles its input and answers 500 when the
+input's first element is above 0.8416, so a client decides per request whether the revision
+fails (`FAIL`) or not (`OK`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from davit_router.testing import RunningRouter, launch_router
+from davit_runtime.testing import RunningServer, launch_server, write_model_repository
+
+pytestmark = pytest.mark.component
+
+STABLE, CANARY = "0ld57ab1e", "232d26766d"
+OK = json.dumps({"inputs": [{"name": "input", "shape": [512], "datatype": "FP32",
+                             "data": [0.0] * 512}]})  # fmt: skip
+FAIL = json.dumps({"inputs": [{"name": "input", "shape": [512], "datatype": "FP32",
+                               "data": [5.0] + [0.0] * 511}]})  # fmt: skip
+INFER = "/v2/models/resnet/infer"
+
+
+@dataclass(frozen=True)
+class Revisions:
+    servers: dict[str, list[RunningServer]]  # by revision
+
+    def endpoints(self, revision: str) -> list[str]:
+        return [s.http for s in self.servers[revision]]
+
+
+@pytest.fixture(scope="module")
+def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Revisions]:
+    work = tmp_path_factory.mktemp("router")
+    repository = work / "models"
+    write_model_repository(repository, "resnet", "flaky", max_batch_size=0, max_queue_delay_ms=0)
+    names = [(rev, n) for rev in (STABLE, CANARY) for n in range(2)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        started = list(
+            pool.map(lambda rn: launch_server(repository, work / f"{rn[0]}-{rn[1]}.log"), names)
+        )
+    servers: dict[str, list[RunningServer]] = {STABLE: [], CANARY: []}
+    for (rev, _), server in zip(names, started, strict=True):
+        servers[rev].append(server)
+    try:
+        yield Revisions(servers)
+    finally:
+        for server in started:
+            server.stop()
+
+
+def config(revisions: Revisions, weights: dict[str, int], **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "resnet",
+        "revisions": [
+            {"name": rev, "weight": weight, "endpoints": revisions.endpoints(rev)}
+            for rev, weight in weights.items()
+        ],
+        **extra,
+    }
+
+
+@pytest.fixture
+def start_router(tmp_path: Path) -> Iterator[Any]:
+    routers: list[RunningRouter] = []
+
+    def start(document: dict[str, Any]) -> RunningRouter:
+        router = launch_router(tmp_path / "router.json", document, tmp_path / "router.log")
+        routers.append(router)
+        return router
+
+    yield start
+    for router in routers:
+        assert router.stop() == 0, router.log.read_text()
+
+
+@dataclass
+class Answers:
+    by_revision: Counter[str]
+    by_status: Counter[int]
+
+
+async def _send(
+    url: str, count: int, body: str, concurrency: int, headers: dict[str, str] | None = None
+) -> Answers:
+    answers = Answers(Counter(), Counter())
+    queue = iter(range(count))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            for _ in queue:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    answers.by_status[response.status] += 1
+                    answers.by_revision[response.headers.get("x-davit-revision", "-")] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return answers
+
+
+def send(router: RunningRouter, count: int, body: str = OK, *, concurrency: int = 8,
+         headers: dict[str, str] | None = None) -> Answers:  # fmt: skip
+    """`count` inference requests through the router, `concurrency` at a time."""
+    return asyncio.run(_send(f"http://{router.http}{INFER}", count, body, concurrency, headers))
+
+
+def test_a_90_10_split_holds_over_10000_requests(revisions: Revisions, start_router: Any) -> None:
+    router = start_router(config(revisions, {STABLE: 90, CANARY: 10}))
+    answers = send(router, 10_000, concurrency=16)
+    assert answers.by_status == {200: 10_000}
+    share = 100 * answers.by_revision[CANARY] / 10_000
+    assert abs(share - 10) <= 1.5, answers.by_revision
+    # Within each revision the balancer used both endpoints.
+    for rev in (STABLE, CANARY):
+        for server in revisions.servers[rev]:
+            assert server.metric("davit_requests_total", model="resnet", code="200") > 0
+
+
+def test_a_header_pins_a_revision(revisions: Revisions, start_router: Any) -> None:
+    router = start_router(config(revisions, {STABLE: 100, CANARY: 0}))
+    pinned = send(router, 50, headers={"x-davit-revision": CANARY})
+    assert pinned.by_revision == {CANARY: 50}
+    unknown = send(router, 1, headers={"x-davit-revision": "nosuch"})
+    assert unknown.by_status == {400: 1}
+
+
+def test_a_weight_change_under_load_drops_no_request(
+    revisions: Revisions, start_router: Any
+) -> None:
+    router = start_router(config(revisions, {STABLE: 100, CANARY: 0}))
+
+    async def load_and_reweigh() -> Answers:
+        task = asyncio.create_task(
+            _send(f"http://{router.http}{INFER}", 3000, OK, concurrency=16, headers=None)
+        )
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(router.configure, config(revisions, {STABLE: 50, CANARY: 50}))
+        return await task
+
+    answers = asyncio.run(load_and_reweigh())
+    assert answers.by_status == {200: 3000}
+    assert answers.by_revision[CANARY] > 0
+    assert answers.by_revision[STABLE] > 0
+    after = send(router, 1000)
+    assert abs(after.by_revision[CANARY] - 500) <= 15, after.by_revision
+
+
+def test_a_revision_answering_500s_opens_its_breaker_then_closes_once_healthy(
+    revisions: Revisions, start_router: Any
+) -> None:
+    # Ejection would hide the failing endpoints from the breaker: a high streak keeps it out.
+    breaker = {"consecutiveErrors": 10_000, "errorRateThreshold": 0.5}
+    router = start_router(config(revisions, {CANARY: 100}, circuitBreaker=breaker))
+    failing = send(router, 60, FAIL, concurrency=1)
+    # 500s are not retried (the model ran): the breaker opens once 20 answers are in, then
+    # the router refuses at once with 503 while it is open.
+    assert failing.by_status[500] >= 20
+    assert failing.by_status[503] > 0
+    assert router.total("davit_router_breaker_open", revision=CANARY) == 1
+    time.sleep(5.2)  # open_seconds: then half-open, and healthy probes close it
+    healthy = send(router, 20, OK, concurrency=1)
+    assert healthy.by_status == {200: 20}
+    assert router.total("davit_router_breaker_open", revision=CANARY) == 0
+
+
+def test_a_backend_that_fails_to_connect_is_ejected_and_retried_elsewhere(
+    revisions: Revisions, start_router: Any, tmp_path: Path
+) -> None:
+    dead = "127.0.0.1:9"  # discard port: nothing listens, every connect is refused
+    document = config(revisions, {STABLE: 100})
+    document["revisions"][0]["endpoints"].append(dead)
+    document["circuitBreaker"] = {"ejectionSeconds": 1}
+    router = start_router(document)
+    answers = send(router, 300, concurrency=4)
+    assert answers.by_status == {200: 300}  # each refused connect retried on a live endpoint
+    assert router.total("davit_router_ejections_total", endpoint=dead) >= 1
+    assert router.total("davit_router_retries_total") <= 10  # ejected after 5 refusals
+
+
+def test_with_every_backend_failing_attempts_stay_within_the_budget(
+    revisions: Revisions, start_router: Any
+) -> None:
+    dead = ["127.0.0.1:9", "127.0.0.1:7"]
+    document = {"model": "resnet", "revisions": [{"name": STABLE, "weight": 100,
+                                                  "endpoints": dead}],
+                # Neither ejection nor the breaker may step in: the budget alone bounds it.
+                "circuitBreaker": {"consecutiveErrors": 10_000},
+                "breaker": {"minRequests": 100_000}}  # fmt: skip
+    router = start_router(document)
+    answers = send(router, 1000, concurrency=4)
+    assert answers.by_status.keys() <= {502, 503}
+    attempts = router.total("davit_router_upstream_attempts_total")
+    assert attempts <= 1.2 * 1000 + 10, attempts  # 20 % budget plus the bucket's reserve
+    assert attempts >= 1.15 * 1000, attempts  # and the budget was spent: retries were tried
