@@ -145,8 +145,13 @@ class Controller:
         if held_until is not None:
             self._status_held[key] = held_until
             return held_until if changes.wake_at is None else min(held_until, changes.wake_at)
-        await self._write_status(key, changes.status)
+        answer = await self._write_status(key, changes.status)
         await self._record(body, changes.events)
+        if answer is not None and _generation(answer) != _generation(body):
+            # A spec change landed between this pass's read and its status patch: the patch's
+            # answer carries it into the cache, and the change's own watch event, older than
+            # that answer, will be ignored and wake nobody. So plan it now.
+            return self._clock()
         return changes.wake_at
 
     async def _measure(self, key: Key, due: analysis.Due) -> analysis.Measurement:
@@ -179,10 +184,14 @@ class Controller:
             return analysis.Measurement(due, None, None, str(error))
         return analysis.Measurement(due, canary, stable)
 
-    async def _write_status(self, key: Key, status: dict[str, Any]) -> None:
+    async def _write_status(self, key: Key, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Patch the model's status (if anything is to be written); the API server's answer."""
+        answer = None
         if status:
-            self._cache.upsert(api.KIND, await self._kube.patch_status(*key, status))
+            answer = await self._kube.patch_status(*key, status)
+            self._cache.upsert(api.KIND, answer)
         self._status_held.pop(key, None)  # whatever was held is in this patch, or moot
+        return answer
 
     async def _write_children(
         self, changes: Plan, children: Mapping[ChildKey, dict[str, Any]]
@@ -261,6 +270,10 @@ class Controller:
                 event.reason,
                 error.status.message,
             )
+
+
+def _generation(body: Mapping[str, Any]) -> int:
+    return int((body.get("metadata") or {}).get("generation") or 0)
 
 
 async def _all(writes: Iterable[Awaitable[None]]) -> None:

@@ -382,3 +382,27 @@ def test_a_child_deleted_before_its_scale_is_dropped_from_the_cache_not_a_bug() 
     assert "Deployment" not in kinds
     asyncio.run(controller.reconcile(KEY))
     assert "Deployment" in gone.applied
+
+
+class SpecChangedMeanwhile(RecordingApi):
+    """A user changed the spec after the pass read the cache, before its status patch: the
+    patch's answer is the first the operator sees of it (the watch event, older, is ignored)."""
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        answer = await super().patch_status(namespace, name, status)
+        meta = {**answer["metadata"], "generation": answer["metadata"]["generation"] + 1}
+        return {**answer, "metadata": meta, "spec": {**answer["spec"], "replicas": 3}}
+
+
+def test_a_spec_change_first_seen_in_a_status_answer_runs_the_pass_again_at_once() -> None:
+    cache = ClusterCache()
+    cache.upsert(api.KIND, model())
+    clock = Clock(1000.0)
+    changed = SpecChangedMeanwhile(cache)
+    controller = Controller(CONFIG, changed, cache, clock, figures=NO_FIGURES)  # type: ignore[arg-type]
+    # The newer spec is in the cache now, and no event will wake the model for it: the pass
+    # asks to run again at once.
+    assert asyncio.run(controller.reconcile(KEY)) == clock.now
+    body = cache.model(KEY)
+    assert body is not None
+    assert body["spec"]["replicas"] == 3
