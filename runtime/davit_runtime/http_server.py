@@ -8,6 +8,7 @@ grows, so a client cannot make the server buffer without bound.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import orjson
 
 from davit_runtime.batching import Arrays
 from davit_runtime.errors import InferenceError, Status, invalid
+from davit_runtime.headers import QUEUE_DEPTH
 from davit_runtime.http_codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -43,6 +45,9 @@ _MAX_PIPELINED = 16
 # the client is not reset while still sending and gets to read the answer.
 _LINGER_S = 2.0
 _HEADER_LENGTH_KEY = HEADER_LENGTH.encode()
+_QUEUE_DEPTH_KEY = QUEUE_DEPTH.encode()
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -126,8 +131,9 @@ class HttpApp:
             self._route(conn, request)
         except InferenceError as error:
             conn.respond_error(request, error)
-        except Exception as error:  # a bug must not take the connection down silently
-            conn.respond_error(request, InferenceError(Status.INTERNAL, f"internal error: {error}"))
+        except Exception:  # a bug: logged with its traceback, never shown to the client
+            logger.exception("%s %s failed", request.method.decode(), request.path)
+            conn.respond_error(request, InferenceError(Status.INTERNAL, "internal error"))
 
     def _route(self, conn: HttpConnection, request: Request) -> None:
         parts = split_route(request.path)
@@ -199,8 +205,14 @@ class HttpApp:
             future = model.submit(parsed.inputs)
         except InferenceError as error:
             model.metrics.record(error.http_status, time.perf_counter() - started)
-            raise
+            conn.respond_error(request, error, [_load_of(model)])  # a 429 carries it too
+            return
         future.add_done_callback(_InferCompletion(conn, request, model, parsed, chosen, started))
+
+
+def _load_of(model: ServedModel) -> tuple[bytes, bytes]:
+    """The load signal every inference answer carries, for the router (headers.QUEUE_DEPTH)."""
+    return (_QUEUE_DEPTH_KEY, b"%d" % model.batcher.queue_depth)
 
 
 class _MethodNotAllowedError(InferenceError):
@@ -244,7 +256,7 @@ class _InferCompletion:
                 else InferenceError(Status.INTERNAL, str(error))
             )
             model.metrics.record(failure.http_status, time.perf_counter() - self.started)
-            self.conn.respond_error(request, failure)
+            self.conn.respond_error(request, failure, [_load_of(model)])
             return
         arrays = future.result()
         specs = model.config.outputs
@@ -254,15 +266,16 @@ class _InferCompletion:
         chunks, header_length = encode_infer_response(
             model.name, model.version, parsed.request_id, tensors, binary
         )
+        load = _load_of(model)
         if header_length is None:
-            self.conn.respond(request, 200, chunks, _JSON)
+            self.conn.respond(request, 200, chunks, _JSON, [load])
         else:
             self.conn.respond(
                 request,
                 200,
                 chunks,
                 _OCTETS,
-                [(_HEADER_LENGTH_KEY, str(header_length).encode())],
+                [(_HEADER_LENGTH_KEY, str(header_length).encode()), load],
             )
         model.metrics.record(200, time.perf_counter() - self.started)
 
@@ -420,10 +433,16 @@ class HttpConnection(asyncio.Protocol):
     def respond_json(self, request: Request, document: Any) -> None:
         self.respond(request, 200, [orjson.dumps(document)], _JSON)
 
-    def respond_error(self, request: Request, error: InferenceError) -> None:
+    def respond_error(
+        self,
+        request: Request,
+        error: InferenceError,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         code = error.http_status
-        extra = [(b"retry-after", b"1")] if code in (429, 503) else None
-        self.respond(request, code, [error_body(error.message)], _JSON, extra)
+        extra = [(b"retry-after", b"1")] if code in (429, 503) else []
+        extra += extra_headers or []
+        self.respond(request, code, [error_body(error.message)], _JSON, extra or None)
 
     def _fail_connection(self, code: int, message: str) -> None:
         transport = self._transport

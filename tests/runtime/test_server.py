@@ -323,3 +323,13 @@ def test_expect_100_continue_is_honoured(main_server: Server) -> None:
             assert chunk, "connection closed before the response"
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_every_inference_answer_carries_the_queue_depth(main_server: Server) -> None:
+    """The load signal the router balances on: on answers and on refusals alike."""
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 512], "datatype": "FP32",
+                                   "data": [0.0] * 512}]}).encode()  # fmt: skip
+    status, headers, _ = raw_post(main_server, "/v2/models/linear/infer", body)
+    assert (status, headers.get("x-davit-queue-depth")) == (200, "0")
+    status, headers, _ = raw_post(main_server, "/v2/models/linear/infer", b"{}")
+    assert (status, headers.get("x-davit-queue-depth")) == (400, "0")
