@@ -17,7 +17,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-QUEUE_DEPTH_HEADER = "x-davit-queue-depth"
+from davit_runtime.headers import QUEUE_DEPTH
+
+QUEUE_DEPTH_HEADER = QUEUE_DEPTH.encode()
 
 
 @dataclass(frozen=True, slots=True)

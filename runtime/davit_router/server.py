@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httptools
 import orjson
 
 from davit_router.config import ConfigError, load
 from davit_router.http1 import (
+    CONTINUE,
     MessageTooLargeError,
     Request,
     RequestParser,
@@ -42,6 +45,16 @@ _READ_SIZE = 256 * 1024
 _JSON = [(b"content-type", b"application/json")]
 
 
+def parse_window(text: str) -> float | None:
+    """Seconds in a duration such as `30s`, `2m`, `500ms` or `45` (seconds); None if it is not
+    one."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip())
+    if match is None:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
 def _json(status: int, document: object) -> Response:
     return Response(status, list(_JSON), orjson.dumps(document))
 
@@ -56,6 +69,7 @@ class RouterServer:
         admin_port: int,
         reload_seconds: float = 1.0,
         max_body: int = 64 << 20,
+        idle_seconds: float = 120.0,
     ) -> None:
         self._config_path = config_path
         self._host, self._port, self._admin_port = host, port, admin_port
@@ -66,6 +80,9 @@ class RouterServer:
         self._config_stamp = self._stamp()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()  # connections with a request in hand
+        self._stopping = False
+        self._idle_seconds = idle_seconds
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -109,13 +126,17 @@ class RouterServer:
         )
 
     async def stop(self) -> None:
-        """Stop accepting; let requests in flight finish (up to the model's timeout)."""
+        """Stop accepting; close idle connections at once and let requests in flight finish
+        (up to the model's timeout), answered with `connection: close`."""
+        self._stopping = True
         self._watcher.cancel()
         for server in self._servers:
             server.close()
+        for task in self._connections - self._busy:
+            task.cancel()
         grace = self.router.config.timeout_ms / 1000
-        if self._connections:
-            await asyncio.wait(self._connections, timeout=grace)
+        if self._busy:
+            await asyncio.wait(set(self._busy), timeout=grace)
         for task in self._connections:
             task.cancel()
         self.router.close()
@@ -136,6 +157,8 @@ class RouterServer:
                 return Response(
                     200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.render()
                 )
+            if path == b"/figures":
+                return self._figures(request.target)
             if path == b"/healthz":
                 return _json(200, {"status": "ok"})
             if path == b"/config":
@@ -143,6 +166,26 @@ class RouterServer:
             return _json(404, {"error": f"no {path.decode('latin-1')} here"})
 
         await self._serve(reader, writer, answer)
+
+    def _figures(self, target: bytes) -> Response:
+        query = parse_qs(urlsplit(target.decode("latin-1")).query)
+        raw = (query.get("window") or ["30s"])[-1]
+        window = parse_window(raw)
+        horizon = self.router.ledger.horizon_seconds
+        if window is None or not 0 < window <= horizon:
+            message = f"window {raw!r}: expected a duration up to {horizon}s, such as 30s or 2m"
+            return _json(400, {"error": message})
+        revisions = {
+            name: {
+                "requests": f.requests,
+                "errors": f.errors,
+                "errorRate": f.error_rate,
+                "p50Ms": f.p50_ms,
+                "p99Ms": f.p99_ms,
+            }
+            for name, f in self.router.figures(window).items()
+        }
+        return _json(200, {"windowSeconds": window, "revisions": revisions})
 
     async def _serve(
         self,
@@ -156,26 +199,39 @@ class RouterServer:
         parser = RequestParser(self._max_body)
         try:
             while True:
-                data = await reader.read(_READ_SIZE)
+                try:
+                    # Between requests a connection may wait this long; then it is closed,
+                    # so idle or stalled clients cannot hold connections for ever.
+                    async with asyncio.timeout(self._idle_seconds):
+                        data = await reader.read(_READ_SIZE)
+                except TimeoutError:
+                    return
                 if not data:
                     return
                 try:
                     requests = parser.feed(data)
-                except (httptools.HttpParserError, MessageTooLargeError) as error:
-                    status = 413 if isinstance(error, MessageTooLargeError) else 400
-                    refusal = _json(status, {"error": f"malformed or too large request: {error}"})
-                    writer.write(render_response(refusal, keep_alive=False))
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade,
+                        MessageTooLargeError) as error:  # fmt: skip
+                    writer.write(render_response(_refusal(error), keep_alive=False))
                     await writer.drain()
                     return
+                if parser.take_continue():
+                    writer.write(CONTINUE)  # the client sends its body after this
                 for request in requests:
+                    self._busy.add(task)
                     try:
                         response = await handle(request)
                     except Exception:
                         logger.exception("request %s failed in the router", request.target)
                         response = _json(500, {"error": "the router failed on this request"})
-                    writer.write(render_response(response, keep_alive=request.keep_alive))
+                    finally:
+                        self._busy.discard(task)
+                    keep_alive = request.keep_alive and not self._stopping
+                    writer.write(
+                        render_response(response, keep_alive=keep_alive, http10=request.http10)
+                    )
                     await writer.drain()
-                    if not request.keep_alive:
+                    if not keep_alive:
                         return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -183,3 +239,11 @@ class RouterServer:
             self._connections.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+def _refusal(error: Exception) -> Response:
+    if isinstance(error, MessageTooLargeError):
+        return _json(413, {"error": str(error)})
+    if isinstance(error, httptools.HttpParserUpgrade):
+        return _json(400, {"error": "protocol upgrades (h2c, websocket) are not supported"})
+    return _json(400, {"error": f"malformed HTTP request: {error}"})

@@ -22,12 +22,16 @@ _READ_SIZE = 256 * 1024
 
 
 class UpstreamError(Exception):
-    """No response from the endpoint; `timed_out` when it was the deadline."""
+    """No (whole) response from the endpoint. `timed_out`: the deadline passed; `answered`:
+    part of an answer came, so the request reached the model and must not run again."""
 
-    def __init__(self, endpoint: str, reason: str, *, timed_out: bool = False) -> None:
+    def __init__(
+        self, endpoint: str, reason: str, *, timed_out: bool = False, answered: bool = False
+    ) -> None:
         super().__init__(f"{endpoint}: {reason}")
         self.endpoint = endpoint
         self.timed_out = timed_out
+        self.answered = answered
 
 
 class _Connection:
@@ -106,7 +110,9 @@ class Pool:
             connection.close()  # a bad answer ends the connection
             if not answered:
                 raise _NothingAnsweredError(str(error)) from None
-            raise UpstreamError(self.endpoint, f"answer cut short: {error}") from None
+            raise UpstreamError(
+                self.endpoint, f"answer cut short: {error}", answered=True
+            ) from None
         if response.keep_alive and not self._closed and len(self._idle) < self._max_idle:
             self._idle.append(connection)
         else:

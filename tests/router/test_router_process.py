@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +40,7 @@ INFER = "/v2/models/resnet/infer"
 @dataclass(frozen=True)
 class Revisions:
     servers: dict[str, list[RunningServer]]  # by revision
+    repository: Path
 
     def endpoints(self, revision: str) -> list[str]:
         return [s.http for s in self.servers[revision]]
@@ -56,7 +60,7 @@ def revisions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Revisions]:
     for (rev, _), server in zip(names, started, strict=True):
         servers[rev].append(server)
     try:
-        yield Revisions(servers)
+        yield Revisions(servers, repository)
     finally:
         for server in started:
             server.stop()
@@ -184,7 +188,6 @@ def test_a_backend_that_fails_to_connect_is_ejected_and_retried_elsewhere(
     dead = "127.0.0.1:9"  # discard port: nothing listens, every connect is refused
     document = config(revisions, {STABLE: 100})
     document["revisions"][0]["endpoints"].append(dead)
-    document["circuitBreaker"] = {"ejectionSeconds": 1}
     router = start_router(document)
     answers = send(router, 300, concurrency=4)
     assert answers.by_status == {200: 300}  # each refused connect retried on a live endpoint
@@ -207,3 +210,109 @@ def test_with_every_backend_failing_attempts_stay_within_the_budget(
     attempts = router.total("davit_router_upstream_attempts_total")
     assert attempts <= 1.2 * 1000 + 10, attempts  # 20 % budget plus the bucket's reserve
     assert attempts >= 1.15 * 1000, attempts  # and the budget was spent: retries were tried
+
+
+def test_the_figures_give_each_revisions_requests_errors_and_latency(
+    revisions: Revisions, start_router: Any
+) -> None:
+    router = start_router(config(revisions, {STABLE: 50, CANARY: 50}))
+    send(router, 40, OK, concurrency=1)  # the split alternates: 20 each
+    send(router, 10, FAIL, headers={"x-davit-revision": CANARY})
+    with urllib.request.urlopen(f"http://{router.admin}/figures?window=1m") as response:
+        figures = json.load(response)
+    stable, canary = figures["revisions"][STABLE], figures["revisions"][CANARY]
+    assert (stable["requests"], stable["errors"], stable["errorRate"]) == (20, 0, 0)
+    assert (canary["requests"], canary["errors"], canary["errorRate"]) == (30, 10, 1 / 3)
+    assert 0 < canary["p50Ms"] <= canary["p99Ms"] < 1000
+    assert figures["windowSeconds"] == 60
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://{router.admin}/figures?window=soon")
+    assert refused.value.code == 400
+
+
+def test_a_backend_killed_under_load_is_ejected_then_returns_after_its_ejection(
+    revisions: Revisions, start_router: Any, tmp_path: Path
+) -> None:
+    doomed = launch_server(revisions.repository, tmp_path / "doomed.log")
+    live = revisions.endpoints(STABLE)[0]
+    document = config(revisions, {STABLE: 100}, circuitBreaker={"ejectionSeconds": 2})
+    document["revisions"][0]["endpoints"] = [live, doomed.http]
+    router = start_router(document)
+
+    async def load_and_kill() -> Answers:
+        task = asyncio.create_task(
+            _send(f"http://{router.http}{INFER}", 2000, OK, concurrency=8, headers=None)
+        )
+        await asyncio.sleep(0.5)
+        doomed.process.send_signal(signal.SIGKILL)
+        return await task
+
+    try:
+        answers = asyncio.run(load_and_kill())
+        # Requests cut off on the killed process and refused connects were retried on the live
+        # one, within the budget: the clients saw no failure.
+        assert answers.by_status == {200: 2000}
+        assert router.total("davit_router_ejections_total", endpoint=doomed.http) == 1
+        port = doomed.http.rpartition(":")[2]
+        back = launch_server(revisions.repository, tmp_path / "back.log", "--http-port", port)
+    finally:
+        doomed.process.wait()
+    try:
+        time.sleep(2.0)  # the ejection's end
+        assert send(router, 200).by_status == {200: 200}
+        assert back.metric("davit_requests_total", model="resnet", code="200") > 0
+    finally:
+        back.stop()
+
+
+def exchange(router: RunningRouter, data: bytes, *, wait_continue: bool = False) -> bytes:
+    """Raw bytes to the router, its raw answer (until it closes or 2 s of quiet)."""
+    host, port = router.http.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        if wait_continue:
+            head, body = data.split(b"\r\n\r\n", 1)
+            sock.sendall(head + b"\r\n\r\n")
+            interim = sock.recv(1024)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n", interim
+            sock.sendall(body)
+        else:
+            sock.sendall(data)
+        sock.settimeout(2)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer
+
+
+def post(body: str, *headers: str, version: str = "1.1") -> bytes:
+    lines = [f"POST {INFER} HTTP/{version}", "host: router", "content-type: application/json",
+             f"content-length: {len(body)}", *headers]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def test_the_router_speaks_http_1_1_as_clients_expect(
+    revisions: Revisions, start_router: Any
+) -> None:
+    router = start_router(config(revisions, {STABLE: 100}))
+    # curl sends bodies over 1 KB with Expect: 100-continue and waits for the interim answer.
+    answer = exchange(router, post(OK, "expect: 100-continue", "connection: close"),
+                      wait_continue=True)  # fmt: skip
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+    assert answer.count(b"HTTP/1.1") == 1  # the runtime's own 100 is not passed on
+    # An HTTP/1.0 client asking for keep-alive is told it got it, and gets both answers.
+    twice = post(OK, "connection: keep-alive", version="1.0") * 2
+    answers = exchange(router, twice)
+    assert answers.count(b"HTTP/1.1 200 OK") == 2
+    assert b"connection: keep-alive" in answers
+    # Refusals, each with a reason and the connection closed.
+    assert exchange(router, b"HEAD / HTTP/1.1\r\nhost: r\r\n\r\n").startswith(
+        b"HTTP/1.1 405 Method Not Allowed"
+    )
+    upgrade = b"GET / HTTP/1.1\r\nhost: r\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"
+    assert exchange(router, upgrade).startswith(b"HTTP/1.1 400 Bad Request")
+    huge = f"POST {INFER} HTTP/1.1\r\nhost: r\r\ncontent-length: {1 << 30}\r\n\r\n".encode()
+    assert exchange(router, huge).startswith(b"HTTP/1.1 413 Request Entity Too Large")
+    assert exchange(router, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request")
