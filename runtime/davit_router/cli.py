@@ -26,7 +26,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="traffic port (0: any free)")
     serve.add_argument(
-        "--admin-port", type=int, default=9090, help="metrics, health and config port (0: any free)"
+        "--admin-port",
+        type=int,
+        default=9090,
+        help="metrics, figures, health and config port (0: any free)",
+    )
+    serve.add_argument(
+        "--grpc-port", type=int, default=8081, help="gRPC traffic port (0: any free; -1: none)"
     )
     serve.add_argument(
         "--reload-seconds",
@@ -44,11 +50,15 @@ async def serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         admin_port=args.admin_port,
+        grpc_port=None if args.grpc_port < 0 else args.grpc_port,
         reload_seconds=args.reload_seconds,
     )
-    traffic, admin = await server.start()
+    ports = await server.start()
     # Tests and scripts wait for this line to know the (possibly random) ports.
-    print(f"{READY_PREFIX}http={args.host}:{traffic} admin={args.host}:{admin}", flush=True)
+    line = f"{READY_PREFIX}http={args.host}:{ports.http} admin={args.host}:{ports.admin}"
+    if ports.grpc is not None:
+        line += f" grpc={args.host}:{ports.grpc}"
+    print(line, flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

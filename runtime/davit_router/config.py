@@ -14,9 +14,11 @@ path, and the router keeps serving with the configuration it had.
                          "ejectionSeconds": 30, "maxEjectedPercent": 50},
       "breaker": {"minRequests": 20, "openSeconds": 5, "halfOpenProbes": 3,
                   "maxConcurrent": 0},
+      "shadow": {"revision": "232d26766d", "percent": 10},
       "revisions": [
         {"name": "0ld57ab1e", "weight": 90, "endpoints": ["10.0.0.1:8080", "10.0.0.2:8080"]},
-        {"name": "232d26766d", "weight": 10, "endpoints": ["10.0.0.3:8080"]}
+        {"name": "232d26766d", "weight": 10, "endpoints": ["10.0.0.3:8080"],
+         "grpcEndpoints": ["10.0.0.3:8081"]}
       ]
     }
 """
@@ -64,7 +66,16 @@ class Breaker:
 class Revision:
     name: str
     weight: int
-    endpoints: tuple[str, ...]  # host:port of its ready pods
+    endpoints: tuple[str, ...]  # host:port of its ready pods' HTTP listeners
+    grpc_endpoints: tuple[str, ...] = ()  # and of their gRPC listeners
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A copy of `percent` % of the requests the split sends elsewhere goes to `revision`."""
+
+    revision: str
+    percent: int
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ class RouterConfig:
     retries: Retries = field(default_factory=Retries)
     circuit_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     breaker: Breaker = field(default_factory=Breaker)
+    shadow: Shadow | None = None
 
     @property
     def weights(self) -> list[tuple[str, int]]:
@@ -115,10 +127,16 @@ def _endpoint(value: Any, where: str) -> str:
     return str(value)
 
 
+def _endpoints(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of host:port")
+    return tuple(_endpoint(e, f"{where}[{i}]") for i, e in enumerate(value))
+
+
 def parse(document: Any) -> RouterConfig:
     """The configuration in `document` (decoded JSON), or ConfigError naming what is wrong."""
     top = _object(document, "config", {"model", "timeoutMs", "retries", "circuitBreaker",
-                                       "breaker", "revisions"})  # fmt: skip
+                                       "breaker", "revisions", "shadow"})  # fmt: skip
     model = top.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigError(f"model: expected a name, got {model!r}")
@@ -160,25 +178,30 @@ def parse(document: Any) -> RouterConfig:
     revisions = []
     for n, raw in enumerate(raw_revisions):
         where = f"revisions[{n}]"
-        item = _object(raw, where, {"name", "weight", "endpoints"})
+        item = _object(raw, where, {"name", "weight", "endpoints", "grpcEndpoints"})
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}.name: expected a revision name, got {name!r}")
-        endpoints = item.get("endpoints", [])
-        if not isinstance(endpoints, list):
-            raise ConfigError(f"{where}.endpoints: expected a list of host:port")
         revisions.append(
             Revision(
                 name=name,
                 weight=_int(item.get("weight"), f"{where}.weight", 0, 100),
-                endpoints=tuple(
-                    _endpoint(e, f"{where}.endpoints[{i}]") for i, e in enumerate(endpoints)
-                ),
+                endpoints=_endpoints(item.get("endpoints", []), f"{where}.endpoints"),
+                grpc_endpoints=_endpoints(item.get("grpcEndpoints", []), f"{where}.grpcEndpoints"),
             )
         )
     names = [r.name for r in revisions]
     if len(set(names)) != len(names):
         raise ConfigError(f"revisions: a name appears twice ({', '.join(names)})")
+    shadow = None
+    if top.get("shadow") is not None:
+        raw_shadow = _object(top["shadow"], "shadow", {"revision", "percent"})
+        target = raw_shadow.get("revision")
+        if target not in names:
+            raise ConfigError(
+                f"shadow.revision: {target!r} is not one of the revisions ({', '.join(names)})"
+            )
+        shadow = Shadow(str(target), _int(raw_shadow.get("percent"), "shadow.percent", 0, 100))
     return RouterConfig(
         model=model,
         revisions=tuple(revisions),
@@ -186,6 +209,7 @@ def parse(document: Any) -> RouterConfig:
         retries=retries,
         circuit_breaker=breaker,
         breaker=revision_breaker,
+        shadow=shadow,
     )
 
 

@@ -45,6 +45,13 @@ class RouterMetrics:
             ["revision", "endpoint"],
             registry=self.registry,
         )
+        self.shadow = Counter(
+            "davit_router_shadow",
+            "Requests copied to the shadow revision (their answers thrown away), by outcome "
+            "(success, error, gateway, backpressure; dropped: too many copies in flight).",
+            ["revision", "outcome"],
+            registry=self.registry,
+        )
         self.breaker_open = Gauge(
             "davit_router_breaker_open",
             "1 while the revision's breaker is open or half-open.",

@@ -12,17 +12,22 @@
     deadline   the model's `timeoutMs` over all attempts: 504 when it passes
 
 The decisions are the pure modules' (weights, balancer, outlier, breaker, budget); this holds
-their state for the configuration in force and does the I/O. The answer carries
-`x-davit-revision`, the revision that served it.
+their state for the configuration in force. `Router.route` is the way itself, the same for
+both transports: it is given how to send one attempt (`Send`) and returns what came of it
+(`Routed`). `Router.handle` is the HTTP/1.1 front; `grpc_front` the gRPC one. An HTTP answer
+carries `x-davit-revision`, the revision that served it (gRPC: in the initial metadata).
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import orjson
 
@@ -34,10 +39,15 @@ from davit_router.figures import Figures, Ledger
 from davit_router.http1 import Request, Response, header, render_request
 from davit_router.metrics import RouterMetrics
 from davit_router.outlier import Outcome, OutlierDetector, OutlierSettings, outcome_of
+from davit_router.shadow import mirrored
 from davit_router.upstream import Pool, UpstreamError
 from davit_router.weights import WeightedPicker
 
 logger = logging.getLogger(__name__)
+
+# Copies to the shadow revision in flight at most: beyond, a copy is dropped (and counted), so a
+# slow shadow can never hold the router's memory.
+MAX_SHADOW_IN_FLIGHT = 64
 
 REVISION_HEADER = b"x-davit-revision"
 _JSON = [(b"content-type", b"application/json")]
@@ -47,17 +57,65 @@ def _error(status: int, message: str, *extra: tuple[bytes, bytes]) -> Response:
     return Response(status, [*_JSON, *extra], orjson.dumps({"error": message}))
 
 
+A = TypeVar("A")  # an answer as the transport has it (an HTTP response, gRPC bytes)
+
+
+class Transport(enum.Enum):
+    HTTP = "http"
+    GRPC = "grpc"
+
+
+@dataclass(frozen=True)
+class Attempt(Generic[A]):
+    """What one attempt gave: the answer (None: nothing whole came), the outcome for the
+    endpoint's health, whether it may be retried (budget aside), and its status as HTTP
+    would say it (for figures and metrics; 0 when nothing was answered)."""
+
+    answer: A | None
+    outcome: Outcome
+    may_retry: bool
+    status: int
+    queue_depth: int | None = None  # the endpoint's load, if it said
+
+
+Send = Callable[[str, float], Awaitable[Attempt[A]]]  # (endpoint, seconds left) → attempt
+
+
+class Failure(enum.Enum):
+    """Why the router answers itself, and the HTTP status it answers with."""
+
+    NO_REVISION = ("no revision can take the request now", 503)  # breakers open, all ejected
+    NO_ENDPOINT = ("no endpoint of the revision can take the request", 503)
+    TIMEOUT = ("no answer within the model's timeout", 504)
+    UNANSWERED = ("no endpoint answered", 502)
+
+    def __init__(self, text: str, status: int) -> None:
+        self.text = text
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Routed(Generic[A]):
+    revision: str | None
+    answer: A | None  # the endpoint's answer; None when `failure` says why there is none
+    failure: Failure | None = None
+    message: str = ""
+
+
 @dataclass
 class _Revision:
-    """A revision as configured, with what the router learns of it: its breaker, and the
-    outlier detector of its endpoints (one per revision, so that `maxEjectedPercent` keeps
-    part of every revision serving: a failing canary stays visible to its breaker and its
-    figures instead of vanishing from the split)."""
+    """A revision as configured, with what the router learns of it: its breaker, and per
+    transport the outlier detector of its endpoints (one per revision, so that
+    `maxEjectedPercent` keeps part of every revision serving: a failing canary stays visible
+    to its breaker and its figures instead of vanishing from the split)."""
 
     name: str
-    endpoints: tuple[str, ...]
+    endpoints: dict[Transport, tuple[str, ...]]
     breaker: Breaker
-    detector: OutlierDetector
+    detectors: dict[Transport, OutlierDetector]
+
+    def available(self, transport: Transport, now: float) -> list[str]:
+        return self.detectors[transport].available(self.endpoints[transport], now)
 
 
 class Router:
@@ -80,6 +138,8 @@ class Router:
         self._queue_depth: dict[str, int] = {}
         self._revisions: dict[str, _Revision] = {}
         self.ledger = Ledger()
+        self._shadow_count = 0
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.config = config
         self._picker = WeightedPicker(config.weights)
         self._budget = RetryBudget(self._budget_settings(config))
@@ -130,15 +190,20 @@ class Router:
                 if kept is not None and not breakers
                 else Breaker(self._breaker_settings(config))
             )
-            detector = (
-                kept.detector
-                if kept is not None and not outliers
-                else OutlierDetector(self._outlier_settings(config))
-            )
-            detector.set_endpoints(revision.endpoints)
-            revisions[revision.name] = _Revision(
-                revision.name, revision.endpoints, breaker, detector
-            )
+            endpoints = {
+                Transport.HTTP: revision.endpoints,
+                Transport.GRPC: revision.grpc_endpoints,
+            }
+            detectors = {}
+            for transport, listed in endpoints.items():
+                detector = (
+                    kept.detectors[transport]
+                    if kept is not None and not outliers
+                    else OutlierDetector(self._outlier_settings(config))
+                )
+                detector.set_endpoints(listed)
+                detectors[transport] = detector
+            revisions[revision.name] = _Revision(revision.name, endpoints, breaker, detectors)
         self._revisions = revisions
         wanted = {e for r in config.revisions for e in r.endpoints}
         for endpoint in set(self._pools) - wanted:
@@ -148,50 +213,50 @@ class Router:
             self._pools[endpoint] = Pool(endpoint)
 
     def close(self) -> None:
+        for task in self._shadow_tasks:
+            task.cancel()
         for pool in self._pools.values():
             pool.close()
 
-    async def handle(self, request: Request) -> Response:
-        """The answer for `request`, from a revision or from the router itself."""
-        started = self._clock()
-        if request.method == b"HEAD":
-            # The v2 protocol has no HEAD, and a HEAD answer is framed unlike any other.
-            return self._answer(None, started, _error(405, "method HEAD not allowed"))
+    def knows(self, revision: str) -> bool:
+        return revision in self._revisions
+
+    @property
+    def revision_names(self) -> list[str]:
+        return list(self._revisions)
+
+    async def route(
+        self,
+        pinned: str | None,
+        transport: Transport,
+        send: Send[A],
+        started: float,
+        admitted: Callable[[str], None] | None = None,
+    ) -> Routed[A]:
+        """One request's way (see the module's docstring), its attempts made by `send`;
+        `admitted` is told the revision before the first attempt. `pinned` must be a revision
+        the router knows (`knows`)."""
         self._budget.on_request()
         for known in self._revisions.values():
-            known.detector.tick(started)
-        pinned = header(request.headers, REVISION_HEADER)
-        if pinned is not None:
-            name = pinned.decode("latin-1")
-            if name not in self._revisions:
-                serving = ", ".join(self._revisions)
-                return self._answer(
-                    None, started, _error(400, f"no revision {name!r} here (serving: {serving})")
-                )
-        revision = self._admit(pinned.decode("latin-1") if pinned else None, started)
+            known.detectors[transport].tick(started)
+        revision = self._admit(pinned, transport, started)
         if revision is None:
-            return self._answer(
-                None,
-                started,
-                _error(503, "no revision can take the request now", (b"retry-after", b"1")),
-            )
+            return Routed(None, None, Failure.NO_REVISION)
+        if admitted is not None:
+            admitted(revision.name)
         deadline = started + self.config.timeout_ms / 1000
         ok = False
         try:
-            response, ok = await self._attempts(revision, request, deadline)
+            routed, ok = await self._attempts(revision, transport, send, deadline)
         finally:
             revision.breaker.finish(ok, self._clock())  # once per admit, whatever happened
-        return self._answer(revision.name, started, response)
+        return routed
 
-    def _admit(self, pinned: str | None, now: float) -> _Revision | None:
+    def _admit(self, pinned: str | None, transport: Transport, now: float) -> _Revision | None:
         """The revision for the request: the pinned one, or one picked by weight among those
         with an endpoint not ejected; then admitted by its breaker (refused: the next pick)."""
         candidates = [pinned] if pinned is not None else list(self._revisions)
-        serving = {
-            name
-            for name in candidates
-            if self._revisions[name].detector.available(self._revisions[name].endpoints, now)
-        }
+        serving = {name for name in candidates if self._revisions[name].available(transport, now)}
         while serving:
             name = pinned if pinned is not None else self._picker.pick(serving)
             if name is None:
@@ -203,55 +268,56 @@ class Router:
         return None
 
     async def _attempts(
-        self, revision: _Revision, request: Request, deadline: float
-    ) -> tuple[Response, bool]:
-        """The answer, and whether the revision did well by it (its breaker's verdict: an
-        answer that is not a server error, a 429 included)."""
+        self, revision: _Revision, transport: Transport, send: Send[A], deadline: float
+    ) -> tuple[Routed[A], bool]:
+        """What came of the request, and whether the revision did well by it (its breaker's
+        verdict: an answer that is not a server error, a 429 included)."""
+        name = revision.name
         tried: set[str] = set()
         attempt = 0
         ok = False
-        pushed_back: Response | None = None  # a 429 to pass on if its retry finds nothing
+        pushed_back: A | None = None  # a 429 to pass on if its retry finds nothing
         while True:
             now = self._clock()
-            endpoint = self._endpoint(revision.name, tried, now)
+            endpoint = self._endpoint(name, transport, tried, now)
             if endpoint is None:
                 if pushed_back is not None:
-                    return pushed_back, True
-                message = f"revision {revision.name}: no endpoint can take the request"
-                return _error(503, message, (b"retry-after", b"1")), ok
+                    return Routed(name, pushed_back), True
+                return Routed(name, None, Failure.NO_ENDPOINT), ok
             if now >= deadline:
-                return _error(504, f"no answer within {self.config.timeout_ms} ms"), ok
+                return Routed(name, None, Failure.TIMEOUT), ok
             tried.add(endpoint)
-            response, outcome, may_retry = await self._send(
-                revision, endpoint, request, deadline - now
-            )
-            ok = outcome is Outcome.SUCCESS or outcome is Outcome.BACKPRESSURE
-            if outcome is Outcome.BACKPRESSURE:
-                pushed_back = pushed_back or response
-                may_retry = pushed_back is response and self._has_room(revision.name, tried, now)
+            result = await self._attempt(revision, transport, endpoint, send, deadline - now)
+            ok = result.outcome in (Outcome.SUCCESS, Outcome.BACKPRESSURE)
+            may_retry = result.may_retry
+            if result.outcome is Outcome.BACKPRESSURE:
+                first_push = pushed_back is None
+                pushed_back = pushed_back if pushed_back is not None else result.answer
+                may_retry = first_push and self._has_room(name, transport, tried, now)
             if may_retry and self._budget.try_retry(attempt + 1):
                 attempt += 1
-                self._metrics.retries.labels(revision.name).inc()
+                self._metrics.retries.labels(name).inc()
                 continue
-            if response is not None:
-                return response, ok
+            if result.answer is not None:
+                return Routed(name, result.answer), ok
             if pushed_back is not None:
-                return pushed_back, True
-            if self._clock() >= deadline:
-                return _error(504, f"no answer within {self.config.timeout_ms} ms"), ok
-            return _error(502, f"revision {revision.name}: no endpoint answered"), ok
+                return Routed(name, pushed_back), True
+            failure = Failure.TIMEOUT if self._clock() >= deadline else Failure.UNANSWERED
+            return Routed(name, None, failure), ok
 
-    def _endpoints(self, name: str, now: float) -> list[str]:
+    def _endpoints(self, name: str, transport: Transport, now: float) -> list[str]:
         """The revision's endpoints that can take a request now, by the configuration in
         force (a retry after a reload never goes to an endpoint that was removed)."""
         revision = self._revisions.get(name)
         if revision is None:
             return []
-        available = revision.detector.available(revision.endpoints, now)
-        return [e for e in available if e in self._pools]
+        available = revision.available(transport, now)
+        if transport is Transport.HTTP:
+            return [e for e in available if e in self._pools]
+        return available
 
-    def _endpoint(self, name: str, tried: set[str], now: float) -> str | None:
-        fresh = [e for e in self._endpoints(name, now) if e not in tried]
+    def _endpoint(self, name: str, transport: Transport, tried: set[str], now: float) -> str | None:
+        fresh = [e for e in self._endpoints(name, transport, now) if e not in tried]
         return balancer.choose(
             [
                 balancer.EndpointLoad(e, self._outstanding.get(e, 0), self._queue_depth.get(e, 0))
@@ -260,58 +326,143 @@ class Router:
             self._rng,
         )
 
-    def _has_room(self, name: str, tried: set[str], now: float) -> bool:
+    def _has_room(self, name: str, transport: Transport, tried: set[str], now: float) -> bool:
         """An endpoint of the revision not tried yet that has not said it is full."""
         return any(
-            e not in tried and self._queue_depth.get(e, 0) == 0 for e in self._endpoints(name, now)
+            e not in tried and self._queue_depth.get(e, 0) == 0
+            for e in self._endpoints(name, transport, now)
         )
 
-    async def _send(
-        self, revision: _Revision, endpoint: str, request: Request, timeout_s: float
-    ) -> tuple[Response | None, Outcome, bool]:
-        """One attempt: its answer (None: nothing whole came), its outcome, and whether it
-        may be retried (budget aside)."""
-        pool = self._pools[endpoint]
+    async def _attempt(
+        self, revision: _Revision, transport: Transport, endpoint: str, send: Send[A],
+        timeout_s: float,
+    ) -> Attempt[A]:  # fmt: skip
         self._outstanding[endpoint] = self._outstanding.get(endpoint, 0) + 1
         try:
-            response: Response | None = await pool.exchange(
-                render_request(request, pool.authority), timeout_s
-            )
-        except UpstreamError as error:
-            logger.debug("%s", error)
-            response, outcome = None, Outcome.GATEWAY
-            # Part of an answer means the model ran: that request is not sent again.
-            may_retry = retryable(outcome, timed_out=error.timed_out or error.answered)
-        else:
-            assert response is not None
-            outcome = outcome_of(response.status)
-            may_retry = retryable(outcome, response.status)
-            if endpoint in self._pools:  # not removed by a reload meanwhile
-                depth = header(response.headers, balancer.QUEUE_DEPTH_HEADER)
-                self._queue_depth[endpoint] = balancer.parse_queue_depth(depth)
+            result = await send(endpoint, timeout_s)
         finally:
             self._outstanding[endpoint] -= 1
-            if self._outstanding[endpoint] == 0 and endpoint not in self._pools:
+            if self._outstanding[endpoint] == 0:
                 del self._outstanding[endpoint]
+        if result.queue_depth is not None and self._endpoints_known(endpoint):
+            self._queue_depth[endpoint] = result.queue_depth
         now = self._clock()
-        detector = revision.detector
+        detector = revision.detectors[transport]
         was_ejected = detector.ejected(endpoint, now)
-        detector.record(endpoint, outcome, now)
+        detector.record(endpoint, result.outcome, now)
         if not was_ejected and detector.ejected(endpoint, now):
             logger.warning("%s (revision %s) ejected", endpoint, revision.name)
             self._metrics.ejections.labels(revision.name, endpoint).inc()
-        self._metrics.attempts.labels(revision.name, outcome.value).inc()
-        return response, outcome, may_retry
+        self._metrics.attempts.labels(revision.name, result.outcome.value).inc()
+        return result
 
-    def _answer(self, revision: str | None, started: float, response: Response) -> Response:
-        label = revision or "none"
-        now = self._clock()
-        self._metrics.requests.labels(label, f"{response.status // 100}xx").inc()
-        self._metrics.latency.labels(label).observe(now - started)
+    def _endpoints_known(self, endpoint: str) -> bool:
+        """Whether `endpoint` is in the configuration in force (a reload may have removed it
+        while its request ran)."""
+        return any(
+            endpoint in listed for r in self._revisions.values() for listed in r.endpoints.values()
+        )
+
+    # ---- the HTTP/1.1 front ------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        """The answer for `request`, from a revision or from the router itself."""
+        started = self._clock()
+        if request.method == b"HEAD":
+            # The v2 protocol has no HEAD, and a HEAD answer is framed unlike any other.
+            return self._answer(None, started, _error(405, "method HEAD not allowed"), request)
+        pinned = header(request.headers, REVISION_HEADER)
+        name = pinned.decode("latin-1") if pinned is not None else None
+        if name is not None and not self.knows(name):
+            serving = ", ".join(self._revisions)
+            message = f"no revision {name!r} here (serving: {serving})"
+            return self._answer(None, started, _error(400, message), request)
+
+        async def send(endpoint: str, timeout_s: float) -> Attempt[Response]:
+            return await self._send_http(endpoint, request, timeout_s)
+
+        def admitted(revision: str) -> None:
+            if name is None:  # a pinned request is someone's test: never copied
+                self._shadow(revision, request)
+
+        routed = await self.route(name, Transport.HTTP, send, started, admitted)
+        if routed.answer is not None:
+            return self._answer(routed.revision, started, routed.answer, request)
+        assert routed.failure is not None
+        extra = [(b"retry-after", b"1")] if routed.failure.status == 503 else []
+        where = f"revision {routed.revision}: " if routed.revision else ""
+        failure = _error(routed.failure.status, where + routed.failure.text, *extra)
+        return self._answer(routed.revision, started, failure, request)
+
+    async def _send_http(
+        self, endpoint: str, request: Request, timeout_s: float
+    ) -> Attempt[Response]:
+        pool = self._pools[endpoint]
+        try:
+            response = await pool.exchange(render_request(request, pool.authority), timeout_s)
+        except UpstreamError as error:
+            logger.debug("%s", error)
+            # Part of an answer means the model ran: that request is not sent again.
+            no_retry = error.timed_out or error.answered
+            return Attempt(None, Outcome.GATEWAY, retryable(Outcome.GATEWAY, timed_out=no_retry), 0)
+        outcome = outcome_of(response.status)
+        depth = header(response.headers, balancer.QUEUE_DEPTH_HEADER)
+        return Attempt(
+            response,
+            outcome,
+            retryable(outcome, response.status),
+            response.status,
+            balancer.parse_queue_depth(depth) if depth is not None else None,
+        )
+
+    def _shadow(self, serving: str, request: Request) -> None:
+        """Copy `request` to the shadow revision if it is one of the configured share (and
+        not already served by it); the copy runs beside the request, never before it."""
+        shadow = self.config.shadow
+        if shadow is None or shadow.revision == serving or not self.knows(shadow.revision):
+            return
+        count, self._shadow_count = self._shadow_count, self._shadow_count + 1
+        if not mirrored(count, shadow.percent):
+            return
+        if len(self._shadow_tasks) >= MAX_SHADOW_IN_FLIGHT:
+            self._metrics.shadow.labels(shadow.revision, "dropped").inc()
+            return
+        task = asyncio.get_running_loop().create_task(self._copy(shadow.revision, request))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _copy(self, revision: str, request: Request) -> None:
+        started = self._clock()
+        endpoint = self._endpoint(revision, Transport.HTTP, set(), started)
+        if endpoint is None:
+            self._metrics.shadow.labels(revision, Outcome.GATEWAY.value).inc()
+            return
+        result = await self._send_http(endpoint, request, self.config.timeout_ms / 1000)
+        self._metrics.shadow.labels(revision, result.outcome.value).inc()
+        if result.answer is not None:  # the shadow revision's figures count its answers
+            path = request.target.split(b"?", 1)[0]
+            if path.endswith(b"/infer"):
+                now = self._clock()
+                self.ledger.record(revision, result.status, now - started, now)
+
+    def _answer(
+        self, revision: str | None, started: float, response: Response, request: Request
+    ) -> Response:
+        path = request.target.split(b"?", 1)[0]
+        self.record(revision, response.status, started, inference=path.endswith(b"/infer"))
         if revision is not None:
-            self.ledger.record(revision, response.status, now - started, now)
             response.headers.append((REVISION_HEADER, revision.encode()))
         return response
+
+    def record(self, revision: str | None, status: int, started: float, *, inference: bool) -> None:
+        """Count one answer to a client (`status` as HTTP says it) in metrics, and an
+        inference's in the revision's figures too (health and metadata calls would dilute
+        the error rate a canary is judged on)."""
+        label = revision or "none"
+        now = self._clock()
+        self._metrics.requests.labels(label, f"{status // 100}xx").inc()
+        self._metrics.latency.labels(label).observe(now - started)
+        if revision is not None and inference:
+            self.ledger.record(revision, status, now - started, now)
 
     def figures(self, window_seconds: float) -> dict[str, Figures]:
         """Each configured revision's figures over the last `window_seconds`."""

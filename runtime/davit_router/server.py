@@ -1,6 +1,7 @@
 """The router process: client connections in, the configuration file watched, an admin port.
 
-Client connections are HTTP/1.1 with keep-alive; pipelined requests are answered in order. The
+Client connections are HTTP/1.1 with keep-alive (pipelined requests are answered in order) and,
+on `grpc_port`, gRPC (grpc_front.py). The
 admin port serves `/metrics` (Prometheus), `/healthz` and `/config` (the configuration in
 force, as JSON), apart from the model's traffic so that a model path can never shadow them.
 
@@ -19,14 +20,16 @@ import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import grpc
 import httptools
 import orjson
 
 from davit_router.config import ConfigError, load
+from davit_router.grpc_front import GrpcFront
 from davit_router.http1 import (
     CONTINUE,
     MessageTooLargeError,
@@ -43,6 +46,13 @@ logger = logging.getLogger(__name__)
 READY_PREFIX = "davit-router ready "
 _READ_SIZE = 256 * 1024
 _JSON = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int
+    admin: int
+    grpc: int | None  # None: no gRPC listener
 
 
 def parse_window(text: str) -> float | None:
@@ -67,12 +77,14 @@ class RouterServer:
         host: str,
         port: int,
         admin_port: int,
+        grpc_port: int | None = None,
         reload_seconds: float = 1.0,
         max_body: int = 64 << 20,
         idle_seconds: float = 120.0,
     ) -> None:
         self._config_path = config_path
         self._host, self._port, self._admin_port = host, port, admin_port
+        self._grpc_port = grpc_port
         self._reload_seconds = reload_seconds
         self._max_body = max_body
         self.metrics = RouterMetrics()
@@ -83,6 +95,9 @@ class RouterServer:
         self._busy: set[asyncio.Task[None]] = set()  # connections with a request in hand
         self._stopping = False
         self._idle_seconds = idle_seconds
+        self._grpc_front: GrpcFront | None = None
+        self._grpc_server: grpc.aio.Server | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -104,6 +119,7 @@ class RouterServer:
             return
         if config != self.router.config:
             self.router.configure(config)
+            self._prune_channels()
             weights = ", ".join(f"{name} {weight}" for name, weight in config.weights)
             logger.info("configuration applied: %s", weights)
 
@@ -112,18 +128,30 @@ class RouterServer:
             await asyncio.sleep(self._reload_seconds)
             self.reload()
 
-    async def start(self) -> tuple[int, int]:
-        """Listen; the bound (traffic, admin) ports (0 asks for any free one)."""
+    async def start(self) -> Ports:
+        """Listen; the bound ports (0 asks for any free one)."""
         traffic = await asyncio.start_server(self._serve_client, self._host, self._port)
         admin = await asyncio.start_server(self._serve_admin, self._host, self._admin_port)
         self._servers = [traffic, admin]
+        grpc_bound = None
+        if self._grpc_port is not None:
+            self._grpc_front = GrpcFront(self.router)
+            self._grpc_server = grpc.aio.server()
+            self._grpc_server.add_generic_rpc_handlers((self._grpc_front,))
+            grpc_bound = self._grpc_server.add_insecure_port(f"{self._host}:{self._grpc_port}")
+            await self._grpc_server.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._watcher = asyncio.create_task(self._watch())
-        return (
-            traffic.sockets[0].getsockname()[1],
-            admin.sockets[0].getsockname()[1],
+        return Ports(
+            traffic.sockets[0].getsockname()[1], admin.sockets[0].getsockname()[1], grpc_bound
         )
+
+    def _prune_channels(self) -> None:
+        if self._grpc_front is not None:
+            task = asyncio.get_running_loop().create_task(self._grpc_front.prune())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
         """Stop accepting; close idle connections at once and let requests in flight finish
@@ -132,13 +160,17 @@ class RouterServer:
         self._watcher.cancel()
         for server in self._servers:
             server.close()
+        grace = self.router.config.timeout_ms / 1000
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(grace)
         for task in self._connections - self._busy:
             task.cancel()
-        grace = self.router.config.timeout_ms / 1000
         if self._busy:
             await asyncio.wait(set(self._busy), timeout=grace)
         for task in self._connections:
             task.cancel()
+        if self._grpc_front is not None:
+            await self._grpc_front.close()
         self.router.close()
 
     async def _serve_client(

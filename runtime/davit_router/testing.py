@@ -32,6 +32,7 @@ class RunningRouter:
     process: subprocess.Popen[str]
     http: str  # host:port of the traffic listener
     admin: str
+    grpc: str
     config: Path
     log: Path
 
@@ -40,10 +41,12 @@ class RunningRouter:
         write_config(self.config, document)
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
+
+        def revisions(listed: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+            return [(r["name"], r["weight"], list(r.get("endpoints", []))) for r in listed]
+
         while time.monotonic() < deadline:
-            applied = self.applied()
-            weights = [(r["name"], r["weight"]) for r in applied["revisions"]]
-            if weights == [(r["name"], r["weight"]) for r in document["revisions"]]:
+            if revisions(self.applied()["revisions"]) == revisions(document["revisions"]):
                 return
             time.sleep(0.05)
         raise AssertionError(f"the router did not apply {document}; log:\n{self.log.read_text()}")
@@ -82,7 +85,8 @@ def launch_router(
     write_config(config, document)
     command = [
         sys.executable, "-m", "davit_router", "serve", "--config", str(config),
-        "--host", "127.0.0.1", "--port", "0", "--admin-port", "0", *extra,
+        "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
+        "--grpc-port", "0", *extra,
     ]  # fmt: skip
     with log.open("w") as log_handle:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_handle, text=True)
@@ -101,7 +105,9 @@ def launch_router(
                 break
             if line.startswith(READY_PREFIX):
                 fields = dict(part.split("=", 1) for part in line.split()[2:])
-                return RunningRouter(process, fields["http"], fields["admin"], config, log)
+                return RunningRouter(
+                    process, fields["http"], fields["admin"], fields["grpc"], config, log
+                )
     finally:
         selector.close()
     process.kill()

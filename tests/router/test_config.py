@@ -67,6 +67,12 @@ REFUSED = [
     Refused("more than 10 attempts", with_(retries={"attempts": 11}), "retries.attempts"),
     Refused("a zero timeout", with_(timeoutMs=0), "timeoutMs: 0 is out of range (>= 1)"),
     Refused("an unknown breaker field", with_(breaker={"probes": 1}), "breaker: unknown field"),
+    Refused("a shadow of no revision", with_(shadow={"revision": "c", "percent": 5}),
+            "shadow.revision: 'c' is not one of the revisions (a, b)"),
+    Refused("a shadow share over 100", with_(shadow={"revision": "b", "percent": 101}),
+            "shadow.percent: 101 is out of range"),
+    Refused("a gRPC endpoint without a port", revision(grpcEndpoints=["h"]),
+            "revisions[0].grpcEndpoints[0]: expected host:port"),
 ]  # fmt: skip
 
 

@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from davit_router.testing import RunningRouter, launch_router
 from davit_runtime.testing import RunningServer, launch_server, write_model_repository
@@ -70,11 +73,12 @@ def config(revisions: Revisions, weights: dict[str, int], **extra: Any) -> dict[
     return {
         "model": "resnet",
         "revisions": [
-            {"name": rev, "weight": weight, "endpoints": revisions.endpoints(rev)}
+            {"name": rev, "weight": weight, "endpoints": revisions.endpoints(rev),
+             "grpcEndpoints": [s.grpc for s in revisions.servers[rev]]}
             for rev, weight in weights.items()
         ],
         **extra,
-    }
+    }  # fmt: skip
 
 
 @pytest.fixture
@@ -316,3 +320,69 @@ def test_the_router_speaks_http_1_1_as_clients_expect(
     huge = f"POST {INFER} HTTP/1.1\r\nhost: r\r\ncontent-length: {1 << 30}\r\n\r\n".encode()
     assert exchange(router, huge).startswith(b"HTTP/1.1 413 Request Entity Too Large")
     assert exchange(router, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request")
+
+
+def figures(router: RunningRouter) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{router.admin}/figures?window=5m") as response:
+        revisions: dict[str, Any] = json.load(response)["revisions"]
+    return revisions
+
+
+def test_tritonclient_grpc_infers_through_the_router(
+    revisions: Revisions, start_router: Any
+) -> None:
+    router = start_router(config(revisions, {STABLE: 50, CANARY: 50}))
+    client = grpcclient.InferenceServerClient(router.grpc)
+    try:
+        assert client.is_server_live()
+        before = figures(router)
+        tensor = grpcclient.InferInput("input", [512], "FP32")
+        data = np.linspace(-1, 0, 512, dtype=np.float32)
+        tensor.set_data_from_numpy(data)
+        for _ in range(20):
+            np.testing.assert_allclose(client.infer("resnet", [tensor]).as_numpy("output"),
+                                       data * 2)  # fmt: skip
+        client.infer("resnet", [tensor], headers={"x-davit-revision": CANARY})
+        after = figures(router)
+        served = {r: after[r]["requests"] - before[r]["requests"] for r in (STABLE, CANARY)}
+        assert served == {STABLE: 10, CANARY: 11}  # the split alternates, plus one pinned
+        # The model's own error comes back as the runtime said it, not retried.
+        failing = grpcclient.InferInput("input", [512], "FP32")
+        failing.set_data_from_numpy(np.full(512, 5.0, dtype=np.float32))
+        with pytest.raises(InferenceServerException) as error:
+            client.infer("resnet", [failing])
+        assert error.value.status() == "StatusCode.INTERNAL"
+        with pytest.raises(InferenceServerException) as error:
+            client.infer("resnet", [tensor], headers={"x-davit-revision": "nosuch"})
+        assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "no revision 'nosuch' here" in error.value.message()
+    finally:
+        client.close()
+
+
+def test_shadow_traffic_reaches_the_canary_at_its_share_and_never_changes_an_answer(
+    revisions: Revisions, start_router: Any
+) -> None:
+    shadow = {"revision": CANARY, "percent": 50}
+    router = start_router(config(revisions, {STABLE: 100, CANARY: 0}, shadow=shadow))
+    answers = send(router, 200, concurrency=4)
+    assert answers.by_revision == {STABLE: 200}
+    wait_until(lambda: router.total("davit_router_shadow_total", revision=CANARY) >= 100)
+    assert router.total("davit_router_shadow_total", outcome="success") == 100
+    assert figures(router)[CANARY]["requests"] == 100  # its figures count what it answered
+
+    # A canary that answers nothing: the clients see none of it.
+    dead = config(revisions, {STABLE: 100, CANARY: 0}, shadow=shadow)
+    dead["revisions"][1]["endpoints"] = ["127.0.0.1:9"]
+    router.configure(dead)
+    answers = send(router, 100, concurrency=4)
+    assert answers.by_status == {200: 100}
+    assert answers.by_revision == {STABLE: 100}
+    wait_until(lambda: router.total("davit_router_shadow_total", outcome="gateway") >= 50)
+
+
+def wait_until(probe: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
