@@ -248,6 +248,61 @@ def route_weights(api_client: client.ApiClient, namespace: str) -> dict[str, int
     return {b["name"].removeprefix("resnet-"): b["weight"] for b in rule["backendRefs"]}
 
 
+def router_weights(api_client: client.ApiClient, namespace: str) -> dict[str, int] | None:
+    """The Davit router's configuration as the API server stored it: weight by revision."""
+    try:
+        stored = client.CoreV1Api(api_client).read_namespaced_config_map("resnet-router", namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    document = json.loads(stored.data["router.json"])
+    return {r["name"]: r["weight"] for r in document["revisions"]}
+
+
+def test_a_builtin_canarys_weights_follow_each_step_in_the_routers_configuration(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    steps = [{"setWeight": 10}, {"pause": {"duration": "2s"}},
+             {"setWeight": 50}, {"pause": {"duration": "2s"}}]  # fmt: skip
+
+    def spec(version: str) -> dict[str, Any]:
+        return {**gpu_spec(replicas=4, version=version), "rollout": {"steps": steps},
+                "traffic": {"provider": "builtin", "timeoutMs": 5000}}  # fmt: skip
+
+    models.create("resnet", spec("v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    stable = models.get("resnet")["status"]["stableRevision"]
+    assert router_weights(api_client, namespace) == {stable: 100}
+    models.patch_spec("resnet", spec("v2"))
+    seen: list[dict[str, int]] = []  # each distinct configuration stored, in order
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not promoted(models, stable):
+        weights = router_weights(api_client, namespace) or {}
+        if not seen or seen[-1] != weights:
+            seen.append(weights)
+        time.sleep(0.2)
+    assert promoted(models, stable)
+    canary = models.get("resnet")["status"]["stableRevision"]
+    wait_for(
+        lambda: router_weights(api_client, namespace) == {canary: 100},
+        timeout=TIMEOUT,
+        what="the whole router configuration on the new revision",
+    )
+    seen.append({canary: 100})
+    moved = [w for w in seen if canary in w]
+    in_order = [w for n, w in enumerate(moved) if n == 0 or moved[n - 1] != w]
+    assert [w for w in in_order if w.get(canary)] == [
+        {stable: 90, canary: 10},
+        {stable: 50, canary: 50},
+        {canary: 100},
+    ], seen
+    stored = client.CoreV1Api(api_client).read_namespaced_config_map("resnet-router", namespace)
+    document = json.loads(stored.data["router.json"])
+    assert document["timeoutMs"] == 5000
+    assert document["revisions"] == [{"name": canary, "weight": 100, "service": f"resnet-{canary}"}]
+
+
 def test_a_gateway_api_canary_moves_the_routes_weights_step_by_step(
     models: Models, api_client: client.ApiClient, namespace: str
 ) -> None:

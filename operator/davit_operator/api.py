@@ -527,7 +527,8 @@ class GatewayAPI(ApiModel):
 class Traffic(ApiModel):
     """How requests reach the revisions: with provider none the model's Service spreads them
     over every ready replica of every revision (a weight is the replica split); with
-    gatewayAPI an HTTPRoute `<name>` weighs one Service per revision, `<name>-<revision>`."""
+    gatewayAPI an HTTPRoute `<name>` weighs one Service per revision, `<name>-<revision>`;
+    with builtin the Davit router's ConfigMap `<name>-router` does."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -544,7 +545,9 @@ class Traffic(ApiModel):
     provider: TrafficProvider = Field(
         default=TrafficProvider.NONE,
         description="none (requests follow ready replicas) | gatewayAPI (an HTTPRoute with "
-        "the rollout's weights) | builtin (the Davit router; not acted on yet: as none).",
+        "the rollout's weights) | builtin (the Davit router: its ConfigMap <name>-router "
+        "carries the weights, a Service per revision its endpoints; the router's own "
+        "Deployment is not created yet, so requests still follow ready replicas).",
     )
     gateway_api: GatewayAPI | None = Field(
         default=None,

@@ -33,6 +33,7 @@ CHILD_KINDS = (
     "HorizontalPodAutoscaler",
     "HTTPRoute",
     "ControllerRevision",
+    "ConfigMap",
 )
 
 

@@ -35,6 +35,7 @@ HorizontalPodAutoscaler = create_namespaced_resource(
     "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"
 )
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+ConfigMap = create_namespaced_resource("", "v1", "ConfigMap", "configmaps")
 ControllerRevision = create_namespaced_resource(
     "apps", "v1", "ControllerRevision", "controllerrevisions"
 )
@@ -49,6 +50,7 @@ RESOURCES: dict[tuple[str, str], type[GenericNamespacedResource]] = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTPRoute,
     ("apps/v1", "ControllerRevision"): ControllerRevision,
+    ("v1", "ConfigMap"): ConfigMap,
 }
 
 # Kinds a cluster may not serve (their CRDs are installed apart from Kubernetes), and what

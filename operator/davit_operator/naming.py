@@ -72,6 +72,11 @@ def route_name(model: str) -> str:
     return model
 
 
+def router_config_name(model: str) -> str:
+    """The Davit router's ConfigMap (traffic.provider builtin); "router" is no revision hash."""
+    return f"{model}-router"
+
+
 def pdb_name(model: str) -> str:
     return model
 

@@ -3,6 +3,7 @@ per serving revision by the rollout's weight; with none there is nothing to writ
 
 from __future__ import annotations
 
+import json
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ def served(manifest: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     """`manifest` as the API server stores it: with the fingerprint the planner applies, and
     the defaults Gateway API fills in (group and kind of each reference, a path match)."""
     stored = reconcile.with_spec_hash(manifest)
+    if "spec" not in stored:  # a ConfigMap: stored as written
+        return stored
     spec = stored["spec"]
     if stored["kind"] == "HTTPRoute":
         spec = {
@@ -205,3 +208,87 @@ def test_the_weight_reported_is_what_traffic_gets(case: WeightCase) -> None:
     plan = reconcile.plan(model, Observed(deployments=case.deployments), CONFIG, NOW)
     stored = model.status.model_dump(by_alias=True, exclude_none=True)
     assert {**stored, **(plan.status or {})}["actualWeight"] == case.want
+
+
+BUILTIN = md(replicas=4, rollout={"steps": STEPS}, traffic={"provider": "builtin"})
+
+
+def router_weights(manifest: dict[str, Any]) -> dict[str, int]:
+    document = json.loads(manifest["data"]["router.json"])
+    return {r["name"]: r["weight"] for r in document["revisions"]}
+
+
+def router_children(weights: list[tuple[str, int]]) -> Observed:
+    """The router's ConfigMap and revision Services for `weights`, as the server holds them."""
+    owner = reconcile.Target.of(BUILTIN).owner
+    manifests = [children.build_revision_service(owner, rev, CONFIG) for rev, _ in weights] + [
+        children.build_router_config(owner, BUILTIN.spec.traffic, weights)
+    ]
+    return Observed(
+        children={(m["kind"], m["metadata"]["name"]): served(m) for m in manifests},
+    )
+
+
+@dataclass(frozen=True)
+class RouterCase:
+    reason: str
+    status: dict[str, Any]
+    deployments: tuple[DeploymentState, ...]
+    _: KW_ONLY
+    model: api.ModelDeployment = field(default_factory=lambda: BUILTIN)
+    children: Observed = field(default_factory=Observed)
+    want: dict[str, int] | None = None  # the router's weights applied; None: none applied
+    deleted: list[str] = field(default_factory=list)
+
+
+ROUTER_CASES = [
+    RouterCase("a new model's router sends everything to its one revision", {}, (),
+               want={target_of(BUILTIN): 100}),
+    # As with a route, the weight moves only once the canary's share is ready.
+    RouterCase("a canary scaling up to its share has no weight yet",
+               rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=1, replicas=2)),
+               want={STABLE: 100, CANARY: 0}),
+    RouterCase("the canary's share ready gives it 50 %",
+               rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=2)),
+               want={STABLE: 50, CANARY: 50}),
+    RouterCase("a configuration that holds the weights already is not written again",
+               rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+               children=router_children([(STABLE, 50), (CANARY, 50)])),
+    RouterCase("provider none removes the router's configuration and the revision Services",
+               rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
+               model=PLAIN, children=router_children([(STABLE, 50), (CANARY, 50)]),
+               deleted=[f"Service/resnet-{STABLE}", f"Service/resnet-{CANARY}",
+                        "ConfigMap/resnet-router"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ROUTER_CASES, ids=[c.reason for c in ROUTER_CASES])
+def test_the_builtin_routers_configuration(case: RouterCase) -> None:
+    model = case.model.model_copy(
+        update={"status": api.ModelDeploymentStatus.model_validate(case.status)}
+    )
+    observed = Observed(deployments=case.deployments, children=case.children.children)
+    plan = reconcile.plan(model, observed, CONFIG, NOW)
+    configs = [m for m in plan.apply if m["kind"] == "ConfigMap"]
+    assert [router_weights(c) for c in configs] == ([case.want] if case.want else [])
+    traffic_deleted = [f"{r.kind}/{r.name}" for r in plan.delete if r.kind != "Deployment"]
+    assert traffic_deleted == case.deleted
+
+
+def test_the_router_configuration_names_revision_services_and_traffic_settings() -> None:
+    traffic = api.Traffic.model_validate(
+        {"provider": "builtin", "timeoutMs": 2500, "retries": {"attempts": 1},
+         "circuitBreaker": {"consecutiveErrors": 3}}
+    )  # fmt: skip
+    owner = reconcile.Target.of(BUILTIN).owner
+    manifest = children.build_router_config(owner, traffic, [(STABLE, 90), (CANARY, 10)])
+    assert manifest["metadata"]["name"] == "resnet-router"
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    document = json.loads(manifest["data"]["router.json"])
+    assert document["revisions"] == [
+        {"name": STABLE, "weight": 90, "service": f"resnet-{STABLE}"},
+        {"name": CANARY, "weight": 10, "service": f"resnet-{CANARY}"},
+    ]
+    assert (document["model"], document["timeoutMs"]) == ("resnet", 2500)
+    assert document["retries"] == {"attempts": 1, "budgetPercent": 20}
+    assert document["circuitBreaker"]["consecutiveErrors"] == 3

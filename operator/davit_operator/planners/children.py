@@ -407,6 +407,46 @@ def build_http_route(
     }
 
 
+ROUTER_CONFIG_KEY = "router.json"
+
+
+def build_router_config(
+    owner: Owner, traffic: api.Traffic, weights: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """The Davit router's configuration (traffic.provider builtin), as the ConfigMap
+    `<model>-router` it reads: each revision's weight and the Service whose endpoints it
+    serves from, the timeout, retries and circuit breaking. Rendered with sorted keys, so the
+    same weights are the same bytes and an unchanged step writes nothing."""
+    breaker, retries = traffic.circuit_breaker, traffic.retries
+    document = {
+        "model": owner.name,
+        "timeoutMs": traffic.timeout_ms,
+        "retries": {"attempts": retries.attempts, "budgetPercent": retries.budget_percent},
+        "circuitBreaker": {
+            "consecutiveErrors": breaker.consecutive_errors,
+            "errorRateThreshold": breaker.error_rate_threshold,
+            "ejectionSeconds": breaker.ejection_seconds,
+            "maxEjectedPercent": breaker.max_ejected_percent,
+        },
+        "revisions": [
+            {
+                "name": revision,
+                "weight": weight,
+                "service": naming.revision_service_name(owner.name, revision),
+            }
+            for revision, weight in weights
+        ],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            owner, naming.router_config_name(owner.name), naming.common_labels(owner.name)
+        ),
+        "data": {ROUTER_CONFIG_KEY: json.dumps(document, indent=2, sort_keys=True) + "\n"},
+    }
+
+
 def build_pdb(owner: Owner) -> dict[str, Any]:
     """At most one serving pod of the model evicted at a time (node drains, upgrades)."""
     return {

@@ -510,23 +510,34 @@ def plan_history(
 
 
 # Kinds a traffic provider creates, by their API version (LIST items come without one).
-TRAFFIC_KINDS = {"Service": "v1", "HTTPRoute": children.HTTP_ROUTE_API_VERSION}
+TRAFFIC_KINDS = {
+    "Service": "v1",
+    "HTTPRoute": children.HTTP_ROUTE_API_VERSION,
+    "ConfigMap": "v1",
+}
 
 
 def plan_traffic(
     target: Target, spec: api.ModelDeploymentSpec, weights: list[tuple[str, int]],
     observed: Observed, config: OperatorConfig,
 ) -> ChildChanges:  # fmt: skip
-    """The provider's children: with gatewayAPI an HTTPRoute carrying `weights` and a Service
-    per weighted revision; with none, nothing. Revision Services and routes that are no longer
-    wanted (a retired revision, another provider) are deleted."""
-    owner, gateway = target.owner, spec.traffic.gateway_api
+    """The provider's children: a Service per weighted revision, and with gatewayAPI an
+    HTTPRoute carrying `weights`, with builtin the router's ConfigMap carrying them; with none,
+    nothing. Revision Services, routes and router configurations no longer wanted (a retired
+    revision, another provider) are deleted."""
+    owner, gateway, provider = target.owner, spec.traffic.gateway_api, spec.traffic.provider
     desired = []
-    if spec.traffic.provider is api.TrafficProvider.GATEWAY_API and gateway is not None:
+    weighed = provider is api.TrafficProvider.BUILTIN or (
+        provider is api.TrafficProvider.GATEWAY_API and gateway is not None
+    )
+    if weighed:
         desired = [
             children.build_revision_service(owner, revision, config) for revision, _ in weights
         ]
+    if provider is api.TrafficProvider.GATEWAY_API and gateway is not None:
         desired.append(children.build_http_route(owner, gateway, weights, config))
+    if provider is api.TrafficProvider.BUILTIN:
+        desired.append(children.build_router_config(owner, spec.traffic, weights))
     wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
     wanted.add(("Service", naming.service_name(owner.name)))  # the entry point: plan_children's
     apply = [
