@@ -302,6 +302,33 @@ def test_a_builtin_canarys_weights_follow_each_step_in_the_routers_configuration
     assert document["timeoutMs"] == 5000
     assert document["revisions"] == [{"name": canary, "weight": 100, "service": f"resnet-{canary}"}]
 
+    # The router itself: two ready replicas behind the model's Service, with its account.
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    wait_for(
+        lambda: (apps.read_namespaced_deployment("resnet-router", namespace).status.ready_replicas
+                 or 0) == 2,
+        timeout=TIMEOUT,
+        what="two router pods ready",
+    )  # fmt: skip
+    service = core.read_namespaced_service("resnet", namespace)
+    assert service.spec.selector == {"davit.dev/router": "resnet"}
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    [rule] = rbac.read_namespaced_role("resnet-router", namespace).rules
+    assert rule.resources == ["endpointslices"]
+    assert rbac.read_namespaced_role_binding("resnet-router", namespace).subjects[0].name == (
+        "resnet-router"
+    )
+    # Back to provider none: the router goes, the Service selects the model's pods again.
+    models.patch_spec("resnet", {**spec("v2"), "traffic": {"provider": "none"}})
+
+    def router_gone() -> bool:
+        names = {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items}
+        selector = core.read_namespaced_service("resnet", namespace).spec.selector
+        return "resnet-router" not in names and selector == {"davit.dev/model": "resnet"}
+
+    wait_for(router_gone, timeout=TIMEOUT, what="the router removed")
+    assert router_weights(api_client, namespace) is None
+
 
 def test_a_gateway_api_canary_moves_the_routes_weights_step_by_step(
     models: Models, api_client: client.ApiClient, namespace: str

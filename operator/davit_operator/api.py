@@ -545,9 +545,9 @@ class Traffic(ApiModel):
     provider: TrafficProvider = Field(
         default=TrafficProvider.NONE,
         description="none (requests follow ready replicas) | gatewayAPI (an HTTPRoute with "
-        "the rollout's weights) | builtin (the Davit router: its ConfigMap <name>-router "
-        "carries the weights, a Service per revision its endpoints; the router's own "
-        "Deployment is not created yet, so requests still follow ready replicas).",
+        "the rollout's weights) | builtin (the Davit router <name>-router, two pods behind "
+        "the model's Service: its ConfigMap carries the weights, a Service per revision its "
+        "endpoints).",
     )
     gateway_api: GatewayAPI | None = Field(
         default=None,
@@ -754,8 +754,8 @@ class ModelDeploymentStatus(ApiModel):
     actual_weight: int | None = Field(
         default=None,
         description="Percent of requests the newest revision gets as the traffic provider "
-        "routes them: with none (and builtin, until the router lands) its ready pods' share of "
-        "every ready pod of the model, with gatewayAPI its weight in the HTTPRoute.",
+        "routes them: with none its ready pods' share of every ready pod of the model, with "
+        "gatewayAPI its weight in the HTTPRoute, with builtin in the router's configuration.",
     )
     pause_until: str | None = Field(
         default=None,

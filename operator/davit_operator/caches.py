@@ -34,6 +34,9 @@ CHILD_KINDS = (
     "HTTPRoute",
     "ControllerRevision",
     "ConfigMap",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
 )
 
 

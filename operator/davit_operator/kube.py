@@ -36,6 +36,11 @@ HorizontalPodAutoscaler = create_namespaced_resource(
 )
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 ConfigMap = create_namespaced_resource("", "v1", "ConfigMap", "configmaps")
+ServiceAccount = create_namespaced_resource("", "v1", "ServiceAccount", "serviceaccounts")
+Role = create_namespaced_resource("rbac.authorization.k8s.io", "v1", "Role", "roles")
+RoleBinding = create_namespaced_resource(
+    "rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"
+)
 ControllerRevision = create_namespaced_resource(
     "apps", "v1", "ControllerRevision", "controllerrevisions"
 )
@@ -51,6 +56,9 @@ RESOURCES: dict[tuple[str, str], type[GenericNamespacedResource]] = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): HTTPRoute,
     ("apps/v1", "ControllerRevision"): ControllerRevision,
     ("v1", "ConfigMap"): ConfigMap,
+    ("v1", "ServiceAccount"): ServiceAccount,
+    ("rbac.authorization.k8s.io/v1", "Role"): Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): RoleBinding,
 }
 
 # Kinds a cluster may not serve (their CRDs are installed apart from Kubernetes), and what

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 MODEL_LABEL = "davit.dev/model"
 REVISION_LABEL = "davit.dev/revision"
+ROUTER_LABEL = "davit.dev/router"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY = "davit-operator"
 FIELD_MANAGER = "davit-operator"
@@ -72,9 +73,32 @@ def route_name(model: str) -> str:
     return model
 
 
-def router_config_name(model: str) -> str:
-    """The Davit router's ConfigMap (traffic.provider builtin); "router" is no revision hash."""
+def router_name(model: str) -> str:
+    """Every object of the Davit router (traffic.provider builtin): its Deployment, ConfigMap,
+    PDB and service account. "router" is no revision hash, so it never meets a revision's."""
     return f"{model}-router"
+
+
+def router_labels(model: str) -> dict[str, str]:
+    """The router's objects: the model's label, so they are watched and owned as its children."""
+    return {**common_labels(model), COMPONENT_LABEL: "router"}
+
+
+def router_pod_labels(model: str) -> dict[str, str]:
+    """The router's pods carry no `davit.dev/model` label: every selector of the model's own
+    pods (its Service without a router, its PDB, the HPA's scale selector) leaves them out."""
+    return {
+        "app.kubernetes.io/name": "davit-router",
+        "app.kubernetes.io/instance": model,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "davit",
+        COMPONENT_LABEL: "router",
+        ROUTER_LABEL: model,
+    }
+
+
+def router_selector(model: str) -> dict[str, str]:
+    return {ROUTER_LABEL: model}
 
 
 def pdb_name(model: str) -> str:

@@ -194,6 +194,10 @@ WEIGHT_CASES = [
     # becomes stable itself, while its pods come up beside.
     WeightCase("with gatewayAPI a rollout without steps keeps the route on stable",
                PLAIN_ROUTED, rolling(), (stable(), canary(ready=2)), want=0),
+    WeightCase("with the router the canary's weight is the router's",
+               md(replicas=4, rollout={"steps": STEPS}, traffic={"provider": "builtin"}),
+               rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=1, replicas=2)),
+               want=0),
     WeightCase("an aborted canary with none serves while its pods remain",
                PLAIN, rolling(currentStep=1, canaryWeight=50, revisions=history(outcome="Aborted")),
                (stable(ready=4), canary(ready=1, replicas=0)), want=20),
@@ -222,7 +226,10 @@ def router_children(weights: list[tuple[str, int]]) -> Observed:
     """The router's ConfigMap and revision Services for `weights`, as the server holds them."""
     owner = reconcile.Target.of(BUILTIN).owner
     manifests = [children.build_revision_service(owner, rev, CONFIG) for rev, _ in weights] + [
-        children.build_router_config(owner, BUILTIN.spec.traffic, weights)
+        children.build_router_config(owner, BUILTIN.spec.traffic, weights),
+        *children.build_router_access(owner),
+        children.build_router_deployment(owner, CONFIG),
+        children.build_router_pdb(owner),
     ]
     return Observed(
         children={(m["kind"], m["metadata"]["name"]): served(m) for m in manifests},
@@ -258,7 +265,9 @@ ROUTER_CASES = [
                rolling(currentStep=1, canaryWeight=50), (stable(ready=2), canary(ready=2)),
                model=PLAIN, children=router_children([(STABLE, 50), (CANARY, 50)]),
                deleted=[f"Service/resnet-{STABLE}", f"Service/resnet-{CANARY}",
-                        "ConfigMap/resnet-router"]),
+                        "ConfigMap/resnet-router", "ServiceAccount/resnet-router",
+                        "Role/resnet-router", "RoleBinding/resnet-router",
+                        "Deployment/resnet-router", "PodDisruptionBudget/resnet-router"]),
 ]  # fmt: skip
 
 
@@ -271,8 +280,49 @@ def test_the_builtin_routers_configuration(case: RouterCase) -> None:
     plan = reconcile.plan(model, observed, CONFIG, NOW)
     configs = [m for m in plan.apply if m["kind"] == "ConfigMap"]
     assert [router_weights(c) for c in configs] == ([case.want] if case.want else [])
-    traffic_deleted = [f"{r.kind}/{r.name}" for r in plan.delete if r.kind != "Deployment"]
+    traffic_deleted = [
+        f"{r.kind}/{r.name}"
+        for r in plan.delete
+        if r.kind != "Deployment" or r.name == "resnet-router"
+    ]
     assert traffic_deleted == case.deleted
+    # The router's other objects are written where they are not there yet, never twice.
+    router = {f"{m['kind']}/{m['metadata']['name']}" for m in plan.apply} & ROUTER_OBJECTS
+    routed = case.model.spec.traffic.provider is api.TrafficProvider.BUILTIN
+    there = {f"{kind}/{name}" for kind, name in case.children.children}
+    assert router == (ROUTER_OBJECTS - there if routed else set())
+
+
+ROUTER_OBJECTS = {
+    f"{kind}/resnet-router"
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "Deployment", "PodDisruptionBudget")
+}
+
+
+def test_with_the_router_the_models_service_selects_the_router_pods_only() -> None:
+    plan = reconcile.plan(BUILTIN, Observed(), CONFIG, NOW)
+    manifests = {f"{m['kind']}/{m['metadata']['name']}": m for m in plan.apply}
+    router = manifests["Deployment/resnet-router"]
+    pod_labels = router["spec"]["template"]["metadata"]["labels"]
+    assert manifests["Service/resnet"]["spec"]["selector"] == {"davit.dev/router": "resnet"}
+    assert router["spec"]["selector"]["matchLabels"] == {"davit.dev/router": "resnet"}
+    # The model's own selectors (its PDB, the HPA's) never count router pods.
+    assert "davit.dev/model" not in pod_labels
+    assert manifests["PodDisruptionBudget/resnet"]["spec"]["selector"]["matchLabels"] == {
+        "davit.dev/model": "resnet"
+    }
+    pod = router["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "resnet-router"
+    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "resnet-router"}}]
+    [container] = pod["containers"]
+    assert container["command"] == ["davit-router"]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    [rule] = manifests["Role/resnet-router"]["rules"]
+    assert (rule["resources"], rule["verbs"]) == (["endpointslices"], ["get", "list", "watch"])
+    # Without the router the Service selects the model's pods again.
+    plain = reconcile.plan(PLAIN, Observed(), CONFIG, NOW)
+    [service] = [m for m in plain.apply if m["kind"] == "Service"]
+    assert service["spec"]["selector"] == {"davit.dev/model": "resnet"}
 
 
 def test_the_router_configuration_names_revision_services_and_traffic_settings() -> None:

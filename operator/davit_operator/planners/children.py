@@ -338,10 +338,12 @@ def _service(
     }
 
 
-def build_service(owner: Owner, config: OperatorConfig) -> dict[str, Any]:
-    """The model's entry point, selecting every revision's pods."""
+def build_service(owner: Owner, config: OperatorConfig, *, routed: bool = False) -> dict[str, Any]:
+    """The model's entry point: every revision's pods, or with the Davit router (`routed`)
+    the router's pods, which weigh the revisions."""
     name, labels = naming.service_name(owner.name), naming.common_labels(owner.name)
-    return _service(owner, name, labels, naming.model_selector(owner.name), config)
+    selector = naming.router_selector(owner.name) if routed else naming.model_selector(owner.name)
+    return _service(owner, name, labels, selector, config)
 
 
 def build_revision_service(owner: Owner, revision: str, config: OperatorConfig) -> dict[str, Any]:
@@ -441,10 +443,142 @@ def build_router_config(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(
-            owner, naming.router_config_name(owner.name), naming.common_labels(owner.name)
+            owner, naming.router_name(owner.name), naming.router_labels(owner.name)
         ),
         "data": {ROUTER_CONFIG_KEY: json.dumps(document, indent=2, sort_keys=True) + "\n"},
     }
+
+
+ROUTER_REPLICAS = 2
+ROUTER_CONFIG_DIR = "/etc/davit-router"
+ROUTER_ADMIN_PORT = 9090
+# The router holds no model: a fraction of a core and little memory serve thousands of requests
+# a second (its benchmark says how many).
+ROUTER_RESOURCES = {
+    "requests": {"cpu": "250m", "memory": "128Mi"},
+    "limits": {"memory": "256Mi"},
+}
+
+
+def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, Any]:
+    """The Davit router `<model>-router`: two replicas of `davit-router serve` from the runtime
+    image, reading the ConfigMap of the same name (a change reaches the running pods without a
+    restart, since the pod template does not change), finding each revision's endpoints
+    through its Service's EndpointSlices (as the service account of the same name), non-root
+    with a read-only root filesystem."""
+    name = naming.router_name(owner.name)
+    container = {
+        "name": "router",
+        "image": config.runtime_image,
+        "command": ["davit-router"],
+        "args": [
+            *("serve", "--config", f"{ROUTER_CONFIG_DIR}/{ROUTER_CONFIG_KEY}"),
+            *("--port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)),
+            *("--admin-port", str(ROUTER_ADMIN_PORT)),
+        ],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "resources": ROUTER_RESOURCES,
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": "admin"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "admin"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, name, naming.router_labels(owner.name)),
+        "spec": {
+            "replicas": ROUTER_REPLICAS,
+            "selector": {"matchLabels": naming.router_selector(owner.name)},
+            "template": {
+                "metadata": {
+                    "labels": naming.router_pod_labels(owner.name),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(ROUTER_ADMIN_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": name}}],
+                    # In-flight requests finish (up to the model's timeout) after SIGTERM.
+                    "terminationGracePeriodSeconds": 60,
+                    # Two routers on one node would fall together.
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": naming.router_selector(owner.name)},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_router_pdb(owner: Owner) -> dict[str, Any]:
+    """At most one router pod away at a time (a drain never takes the model's entry point)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(
+            owner, naming.router_name(owner.name), naming.router_labels(owner.name)
+        ),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": naming.router_selector(owner.name)},
+        },
+    }
+
+
+def build_router_access(owner: Owner) -> list[dict[str, Any]]:
+    """The router's service account, and a Role bound to it that reads EndpointSlices in the
+    model's namespace (the router's only use of the API: each revision's endpoints)."""
+    name, labels = naming.router_name(owner.name), naming.router_labels(owner.name)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(owner, name, labels)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(owner, name, labels),
+            "rules": [
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(owner, name, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+        },
+    ]
 
 
 def build_pdb(owner: Owner) -> dict[str, Any]:

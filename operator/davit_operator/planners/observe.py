@@ -174,6 +174,11 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def _is_revision_deployment(key: ChildKey, obj: dict[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return key[0] == "Deployment" and naming.REVISION_LABEL in labels
+
+
 def assemble(
     owner_uid: str, children: dict[ChildKey, dict[str, Any]], pods: tuple[PodState, ...]
 ) -> Observed:
@@ -183,10 +188,10 @@ def assemble(
     not this model's: it is neither diffed against nor deleted.
     """
     owned = {key: obj for key, obj in children.items() if controller_uid(obj) == owner_uid}
-    deployments = tuple(
-        deployment_state(obj) for (kind, _), obj in sorted(owned.items()) if kind == "Deployment"
-    )
-    others = {key: obj for key, obj in owned.items() if key[0] != "Deployment"}
+    revisions = {key for key, obj in owned.items() if _is_revision_deployment(key, obj)}
+    deployments = tuple(deployment_state(owned[key]) for key in sorted(revisions))
+    # The rest, the router's Deployment among them (it serves no revision of its own).
+    others = {key: obj for key, obj in owned.items() if key not in revisions}
     owned_revisions = {d.revision for d in deployments}
     return Observed(
         deployments=deployments,

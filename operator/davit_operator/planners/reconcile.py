@@ -343,6 +343,11 @@ def old_pods_remain(target: Target, observed: Observed) -> bool:
     return any(p.revision != target.revision for p in observed.pods)
 
 
+def routes(spec: api.ModelDeploymentSpec) -> bool:
+    """Whether the Davit router stands between the model's Service and its revisions."""
+    return spec.traffic.provider is api.TrafficProvider.BUILTIN
+
+
 def plan_children(
     target: Target, spec: api.ModelDeploymentSpec, observed: Observed, config: OperatorConfig,
     canary: Canary | None = None,
@@ -358,7 +363,7 @@ def plan_children(
     replicas = target.replicas if canary is None else canary.decision.canary_replicas
     desired = [
         children.build_deployment(owner, spec, target.revision, replicas, config),
-        children.build_service(owner, config),
+        children.build_service(owner, config, routed=routes(spec)),
         children.build_pdb(owner),
     ]
     delete = []
@@ -470,10 +475,12 @@ def actual_weight(
     target: Target, spec: api.ModelDeploymentSpec, weights: list[tuple[str, int]],
     observed: Observed,
 ) -> int:  # fmt: skip
-    """Percent of requests the target revision gets: with gatewayAPI its weight in the route
-    (`weights`, as plan_traffic writes them); otherwise the Service spreads requests over every
-    ready pod, so its ready pods' share, whatever weight a step has set."""
-    if spec.traffic.provider is api.TrafficProvider.GATEWAY_API and spec.traffic.gateway_api:
+    """Percent of requests the target revision gets: with gatewayAPI or the router its weight
+    in the route or the router's configuration (`weights`, as plan_traffic writes them);
+    otherwise the Service spreads requests over every ready pod, so its ready pods' share,
+    whatever weight a step has set."""
+    provider = spec.traffic.provider
+    if routes(spec) or (provider is api.TrafficProvider.GATEWAY_API and spec.traffic.gateway_api):
         return dict(weights).get(target.revision, 0)
     every = sum(d.ready_replicas for d in observed.deployments)
     if every == 0:
@@ -510,10 +517,16 @@ def plan_history(
 
 
 # Kinds a traffic provider creates, by their API version (LIST items come without one).
+# The kinds of what traffic providers make, by apiVersion (for deleting them).
 TRAFFIC_KINDS = {
     "Service": "v1",
     "HTTPRoute": children.HTTP_ROUTE_API_VERSION,
     "ConfigMap": "v1",
+    "Deployment": "apps/v1",
+    "PodDisruptionBudget": "policy/v1",
+    "ServiceAccount": "v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
 }
 
 
@@ -536,10 +549,14 @@ def plan_traffic(
         ]
     if provider is api.TrafficProvider.GATEWAY_API and gateway is not None:
         desired.append(children.build_http_route(owner, gateway, weights, config))
-    if provider is api.TrafficProvider.BUILTIN:
-        desired.append(children.build_router_config(owner, spec.traffic, weights))
+    if routes(spec):
+        desired += [
+            children.build_router_config(owner, spec.traffic, weights),
+            *children.build_router_access(owner),
+            children.build_router_deployment(owner, config),
+            children.build_router_pdb(owner),
+        ]
     wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
-    wanted.add(("Service", naming.service_name(owner.name)))  # the entry point: plan_children's
     apply = [
         manifest
         for manifest in map(with_spec_hash, desired)
@@ -548,9 +565,21 @@ def plan_traffic(
     delete = [
         ChildRef(TRAFFIC_KINDS[kind], kind, owner.namespace, name)
         for kind, name in observed.children
-        if kind in TRAFFIC_KINDS and (kind, name) not in wanted
+        if is_traffic_child(kind, name, owner.name) and (kind, name) not in wanted
     ]
     return ChildChanges(apply=apply, scale=[], delete=delete)
+
+
+def is_traffic_child(kind: str, name: str, model: str) -> bool:
+    """Whether a child of the model is one a traffic provider makes: a revision's Service, the
+    HTTPRoute, or any of the router's objects; the model's own Service, PDB and HPA are not."""
+    if kind not in TRAFFIC_KINDS:
+        return False
+    if name == naming.router_name(model):
+        return True
+    if kind == "Service":
+        return name != naming.service_name(model)
+    return kind == "HTTPRoute"
 
 
 @dataclass(frozen=True)
