@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
 from davit_router.config import ConfigError
-from davit_router.server import READY_PREFIX, RouterServer
+from davit_router.discovery import (
+    AccessError,
+    ClusterAccess,
+    from_kubeconfig,
+    in_cluster,
+    in_cluster_namespace,
+)
+from davit_router.server import READY_PREFIX, DiscoverySettings, RouterServer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +48,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="how often the configuration file is checked for a change",
     )
+    serve.add_argument(
+        "--namespace",
+        help="the namespace of the revisions' Services (default: the pod's own, else default)",
+    )
+    serve.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="reach the API server as this kubeconfig says (default: in-cluster)",
+    )
     serve.add_argument("--log-level", default="INFO")  # fmt: skip
     return parser.parse_args(argv)
+
+
+def discovery_settings(args: argparse.Namespace) -> DiscoverySettings:
+    """Where revisions' Services are watched, by the flags (read only if one is named)."""
+    kubeconfig: Path | None = args.kubeconfig
+
+    def access() -> ClusterAccess:
+        if kubeconfig is not None:
+            return from_kubeconfig(kubeconfig)
+        return in_cluster(os.environ)
+
+    return DiscoverySettings(args.namespace or in_cluster_namespace() or "default", access)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -52,6 +81,7 @@ async def serve(args: argparse.Namespace) -> None:
         admin_port=args.admin_port,
         grpc_port=None if args.grpc_port < 0 else args.grpc_port,
         reload_seconds=args.reload_seconds,
+        discovery=discovery_settings(args),
     )
     ports = await server.start()
     # Tests and scripts wait for this line to know the (possibly random) ports.
@@ -74,6 +104,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         asyncio.run(serve(args))
-    except ConfigError as error:
+    except (ConfigError, AccessError) as error:
         print(f"davit-router: {error}", file=sys.stderr)
         sys.exit(2)

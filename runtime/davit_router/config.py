@@ -21,11 +21,17 @@ path, and the router keeps serving with the configuration it had.
          "grpcEndpoints": ["10.0.0.3:8081"]}
       ]
     }
+
+In a cluster a revision names its Service instead (`"service": "resnet-232d26766d"`, ports
+named `http` and `grpc`), and the router finds its endpoints by watching the Service's
+EndpointSlices (discovery.py). Static `endpoints`/`grpcEndpoints` beside a `service` serve only
+until discovery has first listed the Service's slices; from then on the slices alone say.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +74,7 @@ class Revision:
     weight: int
     endpoints: tuple[str, ...]  # host:port of its ready pods' HTTP listeners
     grpc_endpoints: tuple[str, ...] = ()  # and of their gRPC listeners
+    service: str | None = None  # the Service whose EndpointSlices list them (discovery.py)
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,11 @@ class RouterConfig:
 
     def revision(self, name: str) -> Revision | None:
         return next((r for r in self.revisions if r.name == name), None)
+
+    @property
+    def services(self) -> frozenset[str]:
+        """The Services the revisions name: the ones discovery watches (none: no discovery)."""
+        return frozenset(r.service for r in self.revisions if r.service is not None)
 
 
 def _object(value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
@@ -125,6 +137,16 @@ def _endpoint(value: Any, where: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: expected host:port, got {value!r}")
     return str(value)
+
+
+# A Service's name is a DNS-1123 label (RFC 1123, as Kubernetes validates it).
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _service(value: Any, where: str) -> str:
+    if not isinstance(value, str) or _DNS_LABEL.fullmatch(value) is None:
+        raise ConfigError(f"{where}: expected a Service name (a DNS-1123 label), got {value!r}")
+    return value
 
 
 def _endpoints(value: Any, where: str) -> tuple[str, ...]:
@@ -178,16 +200,18 @@ def parse(document: Any) -> RouterConfig:
     revisions = []
     for n, raw in enumerate(raw_revisions):
         where = f"revisions[{n}]"
-        item = _object(raw, where, {"name", "weight", "endpoints", "grpcEndpoints"})
+        item = _object(raw, where, {"name", "weight", "endpoints", "grpcEndpoints", "service"})
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}.name: expected a revision name, got {name!r}")
+        service = _service(item["service"], f"{where}.service") if "service" in item else None
         revisions.append(
             Revision(
                 name=name,
                 weight=_int(item.get("weight"), f"{where}.weight", 0, 100),
                 endpoints=_endpoints(item.get("endpoints", []), f"{where}.endpoints"),
                 grpc_endpoints=_endpoints(item.get("grpcEndpoints", []), f"{where}.grpcEndpoints"),
+                service=service,
             )
         )
     names = [r.name for r in revisions]

@@ -9,6 +9,10 @@ The configuration file is checked every `reload_seconds` (a mounted ConfigMap ch
 symlink swap, which inotify on the file would miss) and on SIGHUP. A new one applies from the
 next request without dropping those in flight; one that does not parse is logged, and the
 router keeps the one it has.
+
+Where revisions name a Service, the configuration in force is the file's with the endpoints
+that discovery found put in (discovery.py); discovery runs only while some revision names one,
+and `/config` shows the endpoints in force, whichever way they came.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ import httptools
 import orjson
 
 from davit_router.config import ConfigError, load
+from davit_router.discovery import (
+    AccessError,
+    ClusterAccess,
+    Endpoints,
+    EndpointSliceWatcher,
+    KubeClient,
+    discovered_config,
+)
 from davit_router.grpc_front import GrpcFront
 from davit_router.http1 import (
     CONTINUE,
@@ -46,6 +58,16 @@ logger = logging.getLogger(__name__)
 READY_PREFIX = "davit-router ready "
 _READ_SIZE = 256 * 1024
 _JSON = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """Where the revisions' Services are (`namespace`) and how to reach the API server;
+    `access` is called when discovery first starts, so a router without a Service in its
+    configuration never needs a cluster."""
+
+    namespace: str
+    access: Callable[[], ClusterAccess]
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,7 @@ class RouterServer:
         reload_seconds: float = 1.0,
         max_body: int = 64 << 20,
         idle_seconds: float = 120.0,
+        discovery: DiscoverySettings | None = None,
     ) -> None:
         self._config_path = config_path
         self._host, self._port, self._admin_port = host, port, admin_port
@@ -88,7 +111,13 @@ class RouterServer:
         self._reload_seconds = reload_seconds
         self._max_body = max_body
         self.metrics = RouterMetrics()
-        self.router = Router(load(config_path), self.metrics)  # a bad first file: exit
+        self._file_config = load(config_path)  # a bad first file: exit
+        self._discovery = discovery
+        self._client: KubeClient | None = None
+        self._found: dict[str, Endpoints] = {}  # by Service, from the watcher in force
+        self._watched: frozenset[str] = frozenset()
+        self._watcher: asyncio.Task[None] | None = None
+        self.router = Router(self._file_config, self.metrics)
         self._config_stamp = self._stamp()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -117,11 +146,58 @@ class RouterServer:
         except ConfigError as error:
             logger.error("configuration not applied, keeping the current one: %s", error)
             return
-        if config != self.router.config:
-            self.router.configure(config)
-            self._prune_channels()
+        self._file_config = config
+        try:
+            self._follow_services()
+        except (ConfigError, AccessError) as error:
+            logger.error("endpoint discovery not started, static endpoints in force: %s", error)
+        if self._apply():
             weights = ", ".join(f"{name} {weight}" for name, weight in config.weights)
             logger.info("configuration applied: %s", weights)
+
+    def _apply(self) -> bool:
+        """Put the file's configuration with the endpoints found in force, if it changed."""
+        config = discovered_config(self._file_config, self._found)
+        if config == self.router.config:
+            return False
+        self.router.configure(config)
+        self._prune_channels()
+        return True
+
+    def _discovered(self, found: dict[str, Endpoints]) -> None:
+        self._found = found
+        self._apply()
+
+    def _follow_services(self) -> None:
+        """Watch the Services the configuration names now: a new watcher when they changed
+        (one LIST + WATCH for them all), none when no revision names one. AccessError (or
+        ConfigError, with no discovery settings) when some do and the API server cannot be
+        reached as told; the Services are then tried again at the next configuration."""
+        services = self._file_config.services
+        if services == self._watched:
+            return
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        # What was found for a Service still named stays until the new watcher lists it.
+        self._found = {s: e for s, e in self._found.items() if s in services}
+        if not services:
+            self._watched = services
+            return
+        if self._discovery is None:
+            raise ConfigError("revisions name a Service, and this router has no discovery")
+        if self._client is None:
+            self._client = KubeClient(self._discovery.access())
+        self._watched = services
+        watcher = EndpointSliceWatcher(
+            self._client, self._discovery.namespace, services, self._discovered
+        )
+        self._watcher = asyncio.get_running_loop().create_task(watcher.run())
+        logger.info(
+            "watching the EndpointSlices of %s in namespace %s",
+            ", ".join(sorted(services)),
+            self._discovery.namespace,
+        )
 
     async def _watch(self) -> None:
         while True:
@@ -129,7 +205,9 @@ class RouterServer:
             self.reload()
 
     async def start(self) -> Ports:
-        """Listen; the bound ports (0 asks for any free one)."""
+        """Listen; the bound ports (0 asks for any free one). AccessError or ConfigError
+        when a revision names a Service and the API server cannot be reached as told."""
+        self._follow_services()
         traffic = await asyncio.start_server(self._serve_client, self._host, self._port)
         admin = await asyncio.start_server(self._serve_admin, self._host, self._admin_port)
         self._servers = [traffic, admin]
@@ -142,7 +220,7 @@ class RouterServer:
             await self._grpc_server.start()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        self._watcher = asyncio.create_task(self._watch())
+        self._reloader = asyncio.create_task(self._watch())
         return Ports(
             traffic.sockets[0].getsockname()[1], admin.sockets[0].getsockname()[1], grpc_bound
         )
@@ -157,7 +235,9 @@ class RouterServer:
         """Stop accepting; close idle connections at once and let requests in flight finish
         (up to the model's timeout), answered with `connection: close`."""
         self._stopping = True
-        self._watcher.cancel()
+        self._reloader.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for server in self._servers:
             server.close()
         grace = self.router.config.timeout_ms / 1000

@@ -16,7 +16,12 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+import davit_router
 from davit_router.server import READY_PREFIX
+
+# The folder this davit_router is imported from: the router a test starts runs the same code as
+# the test (a worktree's, not whatever an editable install elsewhere points at).
+_PACKAGE_ROOT = Path(davit_router.__file__).resolve().parents[1]
 
 
 def write_config(path: Path, document: dict[str, Any]) -> None:
@@ -81,15 +86,20 @@ class RunningRouter:
 def launch_router(
     config: Path, document: dict[str, Any], log: Path, *extra: str, ready_timeout_s: float = 30.0
 ) -> RunningRouter:
-    """Write `document` to `config` and start `davit-router serve` on free loopback ports."""
+    """Write `document` to `config` and start `davit-router serve` on free loopback ports;
+    `extra` are more flags (`--kubeconfig PATH`)."""
     write_config(config, document)
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), path]))}
     command = [
         sys.executable, "-m", "davit_router", "serve", "--config", str(config),
         "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
         "--grpc-port", "0", *extra,
     ]  # fmt: skip
     with log.open("w") as log_handle:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_handle, text=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=log_handle, text=True, env=env
+        )
     assert process.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)

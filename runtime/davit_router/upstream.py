@@ -55,7 +55,9 @@ class Pool:
         host, _, port = endpoint.rpartition(":")
         self.endpoint = endpoint
         self.authority = endpoint.encode()
-        self._host, self._port = host, int(port)
+        # An IPv6 address comes bracketed ([fd00::1]:8080); connecting wants it bare.
+        self._host = host[1:-1] if host.startswith("[") else host
+        self._port = int(port)
         self._max_idle = max_idle
         self._max_body = max_body
         self._idle: list[_Connection] = []

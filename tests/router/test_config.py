@@ -73,6 +73,20 @@ REFUSED = [
             "shadow.percent: 101 is out of range"),
     Refused("a gRPC endpoint without a port", revision(grpcEndpoints=["h"]),
             "revisions[0].grpcEndpoints[0]: expected host:port"),
+    # Kubernetes names are lower case: a Service "Resnet-A" cannot exist, so it is a typo.
+    Refused("a Service name in upper case", revision(service="Resnet-A"),
+            "revisions[0].service: expected a Service name (a DNS-1123 label), got 'Resnet-A'"),
+    Refused("a Service name with a dot (a subdomain, not a label)", revision(service="a.b"),
+            "revisions[0].service: expected a Service name"),
+    Refused("a Service name ending in a dash", revision(service="resnet-"),
+            "revisions[0].service"),
+    Refused("a Service name over 63 characters", revision(service="a" * 64),
+            "revisions[0].service"),
+    Refused("an empty Service name", revision(service=""), "revisions[0].service"),
+    Refused("a Service that is not a string", revision(service=["resnet-a"]),
+            "revisions[0].service"),
+    Refused("a null Service (absent is how to say none)", revision(service=None),
+            "revisions[0].service: expected a Service name"),
 ]  # fmt: skip
 
 
@@ -81,6 +95,45 @@ def test_a_bad_configuration_is_refused_naming_the_field(case: Refused) -> None:
     with pytest.raises(ConfigError) as error:
         parse(case.document)
     assert case.message in str(error.value)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    reason: str
+    revision: dict[str, Any]
+    want: Revision
+
+
+ACCEPTED = [
+    Accepted("static endpoints alone (the process tests)",
+             {"name": "a", "weight": 100, "endpoints": ["10.0.0.1:8080"]},
+             Revision("a", 100, ("10.0.0.1:8080",))),
+    # What the operator renders: endpoints come from the Service's EndpointSlices.
+    Accepted("a Service instead of endpoints", {"name": "a", "weight": 100, "service": "resnet-a"},
+             Revision("a", 100, (), (), service="resnet-a")),
+    # The static lists serve until discovery has listed the Service's slices once.
+    Accepted("a Service beside static endpoints",
+             {"name": "a", "weight": 100, "service": "resnet-a", "endpoints": ["10.0.0.1:8080"],
+              "grpcEndpoints": ["10.0.0.1:8081"]},
+             Revision("a", 100, ("10.0.0.1:8080",), ("10.0.0.1:8081",), service="resnet-a")),
+    Accepted("a Service name of 63 characters", {"name": "a", "weight": 100, "service": "a" * 63},
+             Revision("a", 100, (), (), service="a" * 63)),
+    Accepted("a Service name that starts with a digit (a label may)",
+             {"name": "a", "weight": 100, "service": "0ld-resnet"},
+             Revision("a", 100, (), (), service="0ld-resnet")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.reason for c in ACCEPTED])
+def test_a_revision_takes_static_endpoints_or_a_service(case: Accepted) -> None:
+    assert parse(with_(revisions=[case.revision])).revisions == (case.want,)
+
+
+def test_the_services_are_those_the_revisions_name() -> None:
+    config = parse(with_(revisions=[{"name": "a", "weight": 50, "service": "resnet-a"},
+                                    {"name": "b", "weight": 50}]))  # fmt: skip
+    assert config.services == frozenset({"resnet-a"})
+    assert parse(GOOD).services == frozenset()
 
 
 def test_the_router_starts_without_torch() -> None:
