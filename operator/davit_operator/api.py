@@ -293,10 +293,6 @@ class Autoscaling(ApiModel):
     )
 
 
-# Opens the description of a field the operator accepts but does not act on yet.
-NOT_YET = "Not acted on yet: "
-
-
 class RolloutStrategy(StrEnum):
     CANARY = "canary"
     BLUE_GREEN = "blueGreen"
@@ -555,11 +551,20 @@ class Traffic(ApiModel):
         description="The HTTPRoute's parents and hostnames, for provider gatewayAPI.",
     )
     timeout_ms: int = Field(
-        default=30_000, ge=1, description=NOT_YET + "per-request timeout at the router."
+        default=30_000,
+        ge=1,
+        description="Provider builtin: the router's deadline for a request, all its attempts "
+        "together (504 past it).",
     )
-    retries: Retries = Field(default_factory=Retries, description=NOT_YET + "router retries.")
+    retries: Retries = Field(
+        default_factory=Retries,
+        description="Provider builtin: the router's retries (connect failures, resets and 503 "
+        "only, on another endpoint).",
+    )
     circuit_breaker: CircuitBreaker = Field(
-        default_factory=CircuitBreaker, description=NOT_YET + "router circuit breaking."
+        default_factory=CircuitBreaker,
+        description="Provider builtin: the router's outlier ejection of failing pods and its "
+        "breaker per revision.",
     )
 
 

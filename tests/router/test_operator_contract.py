@@ -1,0 +1,40 @@
+"""The router reads what the operator writes: the ConfigMap of traffic.provider builtin, for
+every traffic setting the API allows, parses into the configuration the operator meant."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from davit_operator import api
+from davit_operator.planners import children
+from davit_router.config import CircuitBreaker, Retries, parse
+
+OWNER = children.Owner("resnet", "ml", "uid-1")
+TRAFFIC = [
+    {"provider": "builtin"},
+    {"provider": "builtin", "timeoutMs": 1, "retries": {"attempts": 0, "budgetPercent": 0}},
+    {"provider": "builtin", "timeoutMs": 600_000, "retries": {"attempts": 10, "budgetPercent": 100},
+     "circuitBreaker": {"consecutiveErrors": 1, "errorRateThreshold": 1, "ejectionSeconds": 1,
+                        "maxEjectedPercent": 0}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("traffic", TRAFFIC)
+def test_the_router_parses_the_configuration_the_operator_renders(
+    traffic: dict[str, object],
+) -> None:
+    settings = api.Traffic.model_validate(traffic)
+    weights = [("0ld57ab1e", 90), ("232d26766d", 10)]
+    manifest = children.build_router_config(OWNER, settings, weights)
+    config = parse(json.loads(manifest["data"][children.ROUTER_CONFIG_KEY]))
+    assert config.weights == weights
+    assert [r.service for r in config.revisions] == ["resnet-0ld57ab1e", "resnet-232d26766d"]
+    assert config.timeout_ms == settings.timeout_ms
+    assert config.retries == Retries(settings.retries.attempts, settings.retries.budget_percent)
+    breaker = settings.circuit_breaker
+    assert config.circuit_breaker == CircuitBreaker(
+        breaker.consecutive_errors, breaker.error_rate_threshold, breaker.ejection_seconds,
+        breaker.max_ejected_percent,
+    )  # fmt: skip
