@@ -493,8 +493,7 @@ def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, A
             "failureThreshold": 3,
         },
         "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
+            "runAsNonRoot": True,  # the image's own user (runtime/Dockerfile)
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
