@@ -8,7 +8,7 @@ export DAVIT_CACHE ?= $(HOME)/.cache/davit
 # State of the running local cluster (kubeconfig, operator log) lives here, inside the checkout.
 export DAVIT_STATE ?= $(CURDIR)/.run
 
-.PHONY: help install lint typecheck test unit e2e up down kind-up kind-down crds cluster-build bench bench-runtime bench-operator chart-lint proto
+.PHONY: help install lint typecheck test unit e2e up down kind-up kind-down crds cluster-build bench bench-runtime bench-operator bench-router chart-lint proto
 
 help: ## list the verbs
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -84,4 +84,9 @@ bench-operator: $(INSTALLED) cluster-build ## operator vs the Deployment control
 	$(VENV)/bin/uv pip install -q -p $(PY) -e ".[dev,bench]"
 	$(PY) e2e/opbench/run.py $(BENCH_ARGS)
 
-bench: bench-runtime bench-operator ## all benchmarks
+# BENCH_ARGS, e.g. --duration 3 for a smoke run; installs wrk, haproxy and nginx-light (Debian).
+bench-router: $(INSTALLED) ## davit-router vs HAProxy on one core, static backends (~2 min; not in test)
+	$(VENV)/bin/uv pip install -q -p $(PY) -e ".[dev,bench]"
+	$(PY) runtime/bench/router_run.py $(BENCH_ARGS)
+
+bench: bench-runtime bench-operator bench-router ## all benchmarks
