@@ -13,7 +13,7 @@ from canary_factories import CANARY, STABLE, STEPS, canary, history, rolling, st
 from davit_operator import api
 from davit_operator.planners import children, reconcile
 from davit_operator.planners.observe import DeploymentState, Observed
-from factories import CONFIG, NOW, md, target_of
+from factories import CONFIG, NOW, deployment, md, target_of
 
 GATEWAY = {"parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}]}
 ROUTED = md(replicas=4, rollout={"steps": STEPS}, traffic={"provider": "gatewayAPI",
@@ -342,3 +342,43 @@ def test_the_router_configuration_names_revision_services_and_traffic_settings()
     assert (document["model"], document["timeoutMs"]) == ("resnet", 2500)
     assert document["retries"] == {"attempts": 1, "budgetPercent": 20}
     assert document["circuitBreaker"]["consecutiveErrors"] == 3
+
+
+def router_deployment(ready: int) -> dict[str, Any]:
+    """The router's Deployment as the server holds it, `ready` of its pods ready."""
+    owner = reconcile.Target.of(BUILTIN).owner
+    stored = served(children.build_router_deployment(owner, CONFIG))
+    stored["status"] = {"observedGeneration": 1, "replicas": 2, "readyReplicas": ready}
+    stored["metadata"]["generation"] = 1
+    return stored
+
+
+@dataclass(frozen=True)
+class ReachCase:
+    reason: str
+    router: dict[str, Any] | None  # the router's Deployment, if there
+    want: tuple[str, str]  # phase, Ready's reason
+
+
+REACH_CASES = [
+    # The model's pods are all ready in each case: only the router decides.
+    ReachCase("a router not created yet keeps the model from Ready", None,
+              ("Progressing", "RouterNotReady")),
+    ReachCase("a router with no ready pod keeps the model from Ready", router_deployment(0),
+              ("Progressing", "RouterNotReady")),
+    ReachCase("one ready router pod is enough to serve", router_deployment(1),
+              ("Healthy", "AllReplicasReady")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", REACH_CASES, ids=[c.reason for c in REACH_CASES])
+def test_a_model_behind_the_router_is_ready_once_the_router_is(case: ReachCase) -> None:
+    model = BUILTIN.model_copy(
+        update={"status": api.ModelDeploymentStatus.model_validate(
+            {"stableRevision": target_of(BUILTIN)})}
+    )  # fmt: skip
+    routers = {("Deployment", "resnet-router"): case.router} if case.router else {}
+    observed = Observed(deployments=(deployment(BUILTIN, replicas=4, ready=4),), children=routers)
+    status = reconcile.plan(model, observed, CONFIG, NOW).status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (status["phase"], ready["reason"]) == case.want

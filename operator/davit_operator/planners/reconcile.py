@@ -12,7 +12,7 @@ from typing import Any
 
 from davit_operator import api, naming
 from davit_operator.config import OperatorConfig
-from davit_operator.planners import analysis, children, controls, revision, rollout
+from davit_operator.planners import analysis, children, controls, observe, revision, rollout
 from davit_operator.planners.diff import SPEC_HASH_ANNOTATION, semantic_diff
 from davit_operator.planners.observe import DeploymentState, Observed, PodState
 
@@ -647,9 +647,33 @@ def plan_phase(
             api.Phase.PROGRESSING, reason, f"revision {rev}: {target_ready}/{replicas} ready"
         )
     ready = f"{target_ready}/{replicas} replicas ready"
+    router = router_verdict(target, spec, observed)
+    if router is not None and target_ready >= replicas:
+        return verdict(*router)
     if target_ready >= replicas:
         return verdict(api.Phase.HEALTHY, "AllReplicasReady", ready)
     return verdict(api.Phase.DEGRADED, "ReplicasNotReady", ready)
+
+
+def router_verdict(
+    target: Target, spec: api.ModelDeploymentSpec, observed: Observed
+) -> tuple[api.Phase, str, str] | None:
+    """Why a model behind the Davit router cannot be reached although its replicas are ready:
+    no router pod is ready yet (Progressing, reason RouterNotReady); None when one serves, or
+    no router stands in front of the model."""
+    if not routes(spec):
+        return None
+    name = naming.router_name(target.owner.name)
+    found = observed.child("Deployment", name)
+    router = observe.deployment_state(found) if found is not None else None
+    if router is not None and router.ready_replicas > 0:
+        return None
+    wanted = router.spec_replicas if router is not None else children.ROUTER_REPLICAS
+    return (
+        api.Phase.PROGRESSING,
+        "RouterNotReady",
+        f"0/{wanted} pods of the Davit router {name} ready: requests reach the model once one is",
+    )
 
 
 def plan_conditions(
