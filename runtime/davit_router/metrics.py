@@ -3,6 +3,8 @@ tests and several routers in one process do not share counts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # The runtime's buckets (its metrics module imports no torch), so the router's and the
@@ -58,6 +60,18 @@ class RouterMetrics:
             ["revision"],
             registry=self.registry,
         )
+
+        # Label children by their values: a labels() lookup costs microseconds, and the hot
+        # path would pay it several times a request (the runtime pre-binds its own likewise).
+        self._bound: dict[tuple[object, ...], Any] = {}
+
+    def bound(self, metric: Counter | Histogram, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once."""
+        key = (id(metric), *values)
+        child = self._bound.get(key)
+        if child is None:
+            child = self._bound[key] = metric.labels(*values)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 MAX_SHADOW_IN_FLIGHT = 64
 
 REVISION_HEADER = b"x-davit-revision"
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -353,7 +354,7 @@ class Router:
         if not was_ejected and detector.ejected(endpoint, now):
             logger.warning("%s (revision %s) ejected", endpoint, revision.name)
             self._metrics.ejections.labels(revision.name, endpoint).inc()
-        self._metrics.attempts.labels(revision.name, result.outcome.value).inc()
+        self._metrics.bound(self._metrics.attempts, revision.name, result.outcome.value).inc()
         return result
 
     def _endpoints_known(self, endpoint: str) -> bool:
@@ -459,8 +460,9 @@ class Router:
         the error rate a canary is judged on)."""
         label = revision or "none"
         now = self._clock()
-        self._metrics.requests.labels(label, f"{status // 100}xx").inc()
-        self._metrics.latency.labels(label).observe(now - started)
+        metrics = self._metrics
+        metrics.bound(metrics.requests, label, _STATUS_CLASSES.get(status // 100, "other")).inc()
+        metrics.bound(metrics.latency, label).observe(now - started)
         if revision is not None and inference:
             self.ledger.record(revision, status, now - started, now)
 

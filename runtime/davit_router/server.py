@@ -1,9 +1,10 @@
 """The router process: client connections in, the configuration file watched, an admin port.
 
-Client connections are HTTP/1.1 with keep-alive (pipelined requests are answered in order) and,
-on `grpc_port`, gRPC (grpc_front.py). The
-admin port serves `/metrics` (Prometheus), `/healthz` and `/config` (the configuration in
-force, as JSON), apart from the model's traffic so that a model path can never shadow them.
+Client connections are HTTP/1.1 with keep-alive (connection.py: pipelined requests answered in
+order) and, on `grpc_port`, gRPC (grpc_front.py). The admin port serves `/metrics`
+(Prometheus), `/figures?window=30s` (each revision's requests, errors and latency quantiles over
+that window: the builtin analysis source), `/healthz` and `/config` (the configuration in force,
+as JSON), apart from the model's traffic so that a model path can never shadow them.
 
 The configuration file is checked every `reload_seconds` (a mounted ConfigMap changes by a
 symlink swap, which inotify on the file would miss) and on SIGHUP. A new one applies from the
@@ -18,21 +19,20 @@ and `/config` shows the endpoints in force, whichever way they came.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
-import httptools
 import orjson
 
 from davit_router.config import ConfigError, load
+from davit_router.connection import ClientConnection, Connections, Handler
 from davit_router.discovery import (
     AccessError,
     ClusterAccess,
@@ -43,12 +43,8 @@ from davit_router.discovery import (
 )
 from davit_router.grpc_front import GrpcFront
 from davit_router.http1 import (
-    CONTINUE,
-    MessageTooLargeError,
     Request,
-    RequestParser,
     Response,
-    render_response,
 )
 from davit_router.metrics import CONTENT_TYPE, RouterMetrics
 from davit_router.router import Router
@@ -56,7 +52,6 @@ from davit_router.router import Router
 logger = logging.getLogger(__name__)
 
 READY_PREFIX = "davit-router ready "
-_READ_SIZE = 256 * 1024
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -120,9 +115,7 @@ class RouterServer:
         self.router = Router(self._file_config, self.metrics)
         self._config_stamp = self._stamp()
         self._servers: list[asyncio.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
-        self._busy: set[asyncio.Task[None]] = set()  # connections with a request in hand
-        self._stopping = False
+        self._connections = Connections()
         self._idle_seconds = idle_seconds
         self._grpc_front: GrpcFront | None = None
         self._grpc_server: grpc.aio.Server | None = None
@@ -208,8 +201,13 @@ class RouterServer:
         """Listen; the bound ports (0 asks for any free one). AccessError or ConfigError
         when a revision names a Service and the API server cannot be reached as told."""
         self._follow_services()
-        traffic = await asyncio.start_server(self._serve_client, self._host, self._port)
-        admin = await asyncio.start_server(self._serve_admin, self._host, self._admin_port)
+        loop = asyncio.get_running_loop()
+        traffic = await loop.create_server(
+            lambda: self._connection(self.router.handle), self._host, self._port, backlog=1024
+        )
+        admin = await loop.create_server(
+            lambda: self._connection(self._admin), self._host, self._admin_port
+        )
         self._servers = [traffic, admin]
         grpc_bound = None
         if self._grpc_port is not None:
@@ -218,7 +216,6 @@ class RouterServer:
             self._grpc_server.add_generic_rpc_handlers((self._grpc_front,))
             grpc_bound = self._grpc_server.add_insecure_port(f"{self._host}:{self._grpc_port}")
             await self._grpc_server.start()
-        loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self._reloader = asyncio.create_task(self._watch())
         return Ports(
@@ -234,7 +231,6 @@ class RouterServer:
     async def stop(self) -> None:
         """Stop accepting; close idle connections at once and let requests in flight finish
         (up to the model's timeout), answered with `connection: close`."""
-        self._stopping = True
         self._reloader.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
@@ -243,41 +239,29 @@ class RouterServer:
         grace = self.router.config.timeout_ms / 1000
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace)
-        for task in self._connections - self._busy:
-            task.cancel()
-        if self._busy:
-            await asyncio.wait(set(self._busy), timeout=grace)
-        for task in self._connections:
-            task.cancel()
+        await self._connections.stop(grace)
         if self._grpc_front is not None:
             await self._grpc_front.close()
         self.router.close()
 
-    async def _serve_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await self._serve(reader, writer, self.router.handle)
+    def _connection(self, handle: Handler) -> ClientConnection:
+        return ClientConnection(
+            handle, self._connections, max_body=self._max_body, idle_seconds=self._idle_seconds
+        )
 
-    async def _serve_admin(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        async def answer(request: Request) -> Response:
-            path = request.target.split(b"?", 1)[0]
-            if path == b"/metrics":
-                for name, phase in self.router.breaker_phases().items():
-                    self.metrics.breaker_open.labels(name).set(phase != "closed")
-                return Response(
-                    200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.render()
-                )
-            if path == b"/figures":
-                return self._figures(request.target)
-            if path == b"/healthz":
-                return _json(200, {"status": "ok"})
-            if path == b"/config":
-                return _json(200, asdict(self.router.config))
-            return _json(404, {"error": f"no {path.decode('latin-1')} here"})
-
-        await self._serve(reader, writer, answer)
+    async def _admin(self, request: Request) -> Response:
+        path = request.target.split(b"?", 1)[0]
+        if path == b"/metrics":
+            for name, phase in self.router.breaker_phases().items():
+                self.metrics.breaker_open.labels(name).set(phase != "closed")
+            return Response(200, [(b"content-type", CONTENT_TYPE.encode())], self.metrics.render())
+        if path == b"/figures":
+            return self._figures(request.target)
+        if path == b"/healthz":
+            return _json(200, {"status": "ok"})
+        if path == b"/config":
+            return _json(200, asdict(self.router.config))
+        return _json(404, {"error": f"no {path.decode('latin-1')} here"})
 
     def _figures(self, target: bytes) -> Response:
         query = parse_qs(urlsplit(target.decode("latin-1")).query)
@@ -298,64 +282,3 @@ class RouterServer:
             for name, f in self.router.figures(window).items()
         }
         return _json(200, {"windowSeconds": window, "revisions": revisions})
-
-    async def _serve(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        handle: Callable[[Request], Awaitable[Response]],
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        parser = RequestParser(self._max_body)
-        try:
-            while True:
-                try:
-                    # Between requests a connection may wait this long; then it is closed,
-                    # so idle or stalled clients cannot hold connections for ever.
-                    async with asyncio.timeout(self._idle_seconds):
-                        data = await reader.read(_READ_SIZE)
-                except TimeoutError:
-                    return
-                if not data:
-                    return
-                try:
-                    requests = parser.feed(data)
-                except (httptools.HttpParserError, httptools.HttpParserUpgrade,
-                        MessageTooLargeError) as error:  # fmt: skip
-                    writer.write(render_response(_refusal(error), keep_alive=False))
-                    await writer.drain()
-                    return
-                if parser.take_continue():
-                    writer.write(CONTINUE)  # the client sends its body after this
-                for request in requests:
-                    self._busy.add(task)
-                    try:
-                        response = await handle(request)
-                    except Exception:
-                        logger.exception("request %s failed in the router", request.target)
-                        response = _json(500, {"error": "the router failed on this request"})
-                    finally:
-                        self._busy.discard(task)
-                    keep_alive = request.keep_alive and not self._stopping
-                    writer.write(
-                        render_response(response, keep_alive=keep_alive, http10=request.http10)
-                    )
-                    await writer.drain()
-                    if not keep_alive:
-                        return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        finally:
-            self._connections.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()
-
-
-def _refusal(error: Exception) -> Response:
-    if isinstance(error, MessageTooLargeError):
-        return _json(413, {"error": str(error)})
-    if isinstance(error, httptools.HttpParserUpgrade):
-        return _json(400, {"error": "protocol upgrades (h2c, websocket) are not supported"})
-    return _json(400, {"error": f"malformed HTTP request: {error}"})

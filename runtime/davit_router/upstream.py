@@ -12,13 +12,10 @@ endpoint.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import httptools
 
 from davit_router.http1 import MessageTooLargeError, Response, ResponseParser
-
-_READ_SIZE = 256 * 1024
 
 
 class UpstreamError(Exception):
@@ -34,18 +31,84 @@ class UpstreamError(Exception):
         self.answered = answered
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
 class _NothingAnsweredError(Exception):
     """The connection failed before any byte of a response."""
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection: an exchange writes a request and awaits `answer`, which the
+    parser completes from `data_received` (no stream buffers in between: the router's hot
+    path). Closed by the endpoint, or by a bad answer, it fails the exchange in flight."""
+
+    def __init__(self, max_body: int) -> None:
+        self._max_body = max_body
+        self.transport: asyncio.Transport | None = None
+        self._parser: ResponseParser | None = None
+        self._answer: asyncio.Future[Response] | None = None
+        self._answered = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a socket transport
+
+    def send(self, request: bytes, deadline: float) -> asyncio.Future[Response]:
+        """Write `request`; the future of its answer, failed with TimeoutError (and the
+        connection closed) at `deadline` (the loop's clock). A timer handle per exchange, not
+        a timeout context: this is every request's path."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        self._parser = ResponseParser(self._max_body)
+        self._answered = False
+        answer = self._answer = loop.create_future()
+        timer = loop.call_at(deadline, self._expire, answer)
+        answer.add_done_callback(lambda _: timer.cancel())
+        self.transport.write(request)
+        return answer
+
+    def _expire(self, answer: asyncio.Future[Response]) -> None:
+        if not answer.done():
+            self._answer = None
+            answer.set_exception(TimeoutError())
+            self.close()  # a late answer must not be read by the next request
+
+    def data_received(self, data: bytes) -> None:
+        answer, parser = self._answer, self._parser
+        if answer is None or parser is None or answer.done():
+            self.close()  # bytes nobody asked for: the connection cannot be trusted
+            return
+        self._answered = True
+        try:
+            response = parser.feed(data)
+        except (MessageTooLargeError, httptools.HttpParserError) as error:
+            self._fail(error)
+            return
+        if response is not None:
+            self._answer, self._parser = None, None
+            answer.set_result(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("closed by the endpoint"))
+
+    def _fail(self, error: BaseException) -> None:
+        answer = self._answer
+        self._answer = None
+        self.close()
+        if answer is None or answer.done():
+            return
+        if self._answered:
+            answer.set_exception(_CutShortError(str(error)))
+        else:
+            answer.set_exception(_NothingAnsweredError(str(error)))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _CutShortError(Exception):
+    """Part of an answer came, then the connection failed or the answer was bad."""
 
 
 class Pool:
@@ -65,53 +128,45 @@ class Pool:
 
     async def exchange(self, request: bytes, timeout_s: float) -> Response:
         """Send `request` (a whole rendered request) and read its response within
-        `timeout_s`; UpstreamError when nothing answered."""
+        `timeout_s`; UpstreamError when nothing (whole) answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
-                while self._idle:
-                    connection = self._idle.pop()
-                    try:
-                        return await self._over(connection, request)
-                    except _NothingAnsweredError:
-                        continue  # closed while idle: try the next one, then a fresh one
-                connection = await self._connect()
+            while self._idle:
+                connection = self._idle.pop()
+                if connection.closed:
+                    continue
                 try:
-                    return await self._over(connection, request)
-                except _NothingAnsweredError as error:
-                    raise UpstreamError(self.endpoint, str(error) or "closed") from None
+                    return await self._over(connection, request, deadline)
+                except _NothingAnsweredError:
+                    continue  # closed while idle: try the next one, then a fresh one
+            connection = await asyncio.wait_for(self._connect(), deadline - loop.time())
+            try:
+                return await self._over(connection, request, deadline)
+            except _NothingAnsweredError as error:
+                raise UpstreamError(self.endpoint, str(error) or "closed") from None
         except TimeoutError:
             raise UpstreamError(
                 self.endpoint, f"no answer within {timeout_s:.3g} s", timed_out=True
             ) from None
 
     async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.open_connection(self._host, self._port)
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self._max_body), self._host, self._port
+            )
         except OSError as error:
             raise UpstreamError(self.endpoint, f"connect: {error.strerror or error}") from None
-        return _Connection(reader, writer)
+        return connection
 
-    async def _over(self, connection: _Connection, request: bytes) -> Response:
-        parser = ResponseParser(self._max_body)
-        answered = False
+    async def _over(self, connection: _Connection, request: bytes, deadline: float) -> Response:
         try:
-            connection.writer.write(request)
-            await connection.writer.drain()
-            while True:
-                data = await connection.reader.read(_READ_SIZE)
-                if not data:
-                    raise ConnectionResetError("closed by the endpoint")
-                answered = True
-                response = parser.feed(data)
-                if response is not None:
-                    break
+            response = await connection.send(request, deadline)
         except asyncio.CancelledError:
             connection.close()  # a half-read answer must not be read by the next request
             raise
-        except (OSError, MessageTooLargeError, httptools.HttpParserError) as error:
-            connection.close()  # a bad answer ends the connection
-            if not answered:
-                raise _NothingAnsweredError(str(error)) from None
+        except _CutShortError as error:
             raise UpstreamError(
                 self.endpoint, f"answer cut short: {error}", answered=True
             ) from None
