@@ -310,8 +310,15 @@ def test_a_builtin_canarys_weights_follow_each_step_in_the_routers_configuration
         timeout=TIMEOUT,
         what="two router pods ready",
     )  # fmt: skip
-    service = core.read_namespaced_service("resnet", namespace)
-    assert service.spec.selector == {"davit.dev/router": "resnet"}
+    # The Service moves to the router once a router pod is ready (the pass after).
+    wait_for(
+        lambda: (
+            core.read_namespaced_service("resnet", namespace).spec.selector
+            == {"davit.dev/router": "resnet"}
+        ),
+        timeout=10,
+        what="the model's Service on the router's pods",
+    )
     rbac = client.RbacAuthorizationV1Api(api_client)
     [rule] = rbac.read_namespaced_role("resnet-router", namespace).rules
     assert rule.resources == ["endpointslices"]

@@ -135,8 +135,10 @@ class Controller:
             # Nothing but a new spec helps, and a new spec wakes the model: say why in status
             # and an Event, then back off (the scheduler retries, slower and slower).
             report = refusal(md, str(refused), utc_now())
-            await self._write_status(key, report.status)
+            answer = await self._write_status(key, report.status)
             await self._record(body, report.events)
+            if answer is not None and _generation(answer) != _generation(body):
+                return self._clock()  # fixed meanwhile: the new spec is planned at once
             raise RetryLaterError(str(refused)) from refused
         progress = status_pacing.is_progress(md.status, changes.status, changes.events)
         held_until = status_pacing.write_due(
@@ -201,7 +203,11 @@ class Controller:
         # Scales go first: where a rollout's GPU budget has stable give up pods, they are gone
         # before the canary's are asked for.
         await _all(self._scale(scale, children) for scale in changes.scale)
-        await _all(self._apply(manifest) for manifest in changes.apply)
+        # A RoleBinding is checked against its Role (the operator may bind only what it holds),
+        # so a Role goes before the rest.
+        first = [m for m in changes.apply if m["kind"] in APPLIED_FIRST]
+        await _all(self._apply(manifest) for manifest in first)
+        await _all(self._apply(m) for m in changes.apply if m["kind"] not in APPLIED_FIRST)
         await _all(self._delete(ref, children) for ref in changes.delete)
 
     async def _apply(self, manifest: dict[str, Any]) -> None:
@@ -270,6 +276,9 @@ class Controller:
                 event.reason,
                 error.status.message,
             )
+
+
+APPLIED_FIRST = frozenset({"Role"})
 
 
 def _generation(body: Mapping[str, Any]) -> int:

@@ -14,7 +14,8 @@
 The decisions are the pure modules' (weights, balancer, outlier, breaker, budget); this holds
 their state for the configuration in force. `Router.route` is the way itself, the same for
 both transports: it is given how to send one attempt (`Send`) and returns what came of it
-(`Routed`). `Router.handle` is the HTTP/1.1 front; `grpc_front` the gRPC one. An HTTP answer
+(`Routed`). Shadow copies and the runtime's queue-depth signal are HTTP's only, for now.
+`Router.handle` is the HTTP/1.1 front; `grpc_front` the gRPC one. An HTTP answer
 carries `x-davit-revision`, the revision that served it (gRPC: in the initial metadata).
 """
 
@@ -243,12 +244,15 @@ class Router:
         revision = self._admit(pinned, transport, started)
         if revision is None:
             return Routed(None, None, Failure.NO_REVISION)
-        if admitted is not None:
-            admitted(revision.name)
         deadline = started + self.config.timeout_ms / 1000
         ok = False
         try:
+            if admitted is not None:
+                admitted(revision.name)
             routed, ok = await self._attempts(revision, transport, send, deadline)
+        except asyncio.CancelledError:
+            ok = True  # the client gave up (a gRPC cancel): that says nothing of the revision
+            raise
         finally:
             revision.breaker.finish(ok, self._clock())  # once per admit, whatever happened
         return routed

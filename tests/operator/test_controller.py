@@ -406,3 +406,34 @@ def test_a_spec_change_first_seen_in_a_status_answer_runs_the_pass_again_at_once
     body = cache.model(KEY)
     assert body is not None
     assert body["spec"]["replicas"] == 3
+
+
+def test_the_routers_role_is_written_before_the_binding_that_names_it() -> None:
+    cache = ClusterCache()
+    routed = model()
+    routed["spec"]["traffic"] = {"provider": "builtin"}
+    cache.upsert(api.KIND, routed)
+    recording = RecordingApi(cache)
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
+    asyncio.run(controller.reconcile(KEY))
+    # The API server checks a RoleBinding against its Role: one applied first is refused.
+    assert recording.applied[0] == "Role"
+    assert "RoleBinding" in recording.applied[1:]
+
+
+class RefusedThenFixed(NoGatewayApi, SpecChangedMeanwhile):
+    """A route the cluster cannot hold, and the user's fix landing before the refusal's
+    status patch."""
+
+
+def test_a_fix_that_lands_during_a_refusal_is_planned_at_once_not_after_the_backoff() -> None:
+    cache = ClusterCache()
+    routed = model()
+    routed["spec"]["traffic"] = {
+        "provider": "gatewayAPI",
+        "gatewayAPI": {"parentRefs": [{"name": "public"}]},
+    }
+    cache.upsert(api.KIND, routed)
+    clock = Clock(1000.0)
+    controller = Controller(CONFIG, RefusedThenFixed(cache), cache, clock, figures=NO_FIGURES)  # type: ignore[arg-type]
+    assert asyncio.run(controller.reconcile(KEY)) == clock.now  # no RetryLaterError

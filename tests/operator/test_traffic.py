@@ -223,9 +223,12 @@ def router_weights(manifest: dict[str, Any]) -> dict[str, int]:
 
 
 def router_children(weights: list[tuple[str, int]]) -> Observed:
-    """The router's ConfigMap and revision Services for `weights`, as the server holds them."""
+    """The model's own Service and PDB, and the router's objects and revision Services for
+    `weights`, as the server holds them."""
     owner = reconcile.Target.of(BUILTIN).owner
     manifests = [children.build_revision_service(owner, rev, CONFIG) for rev, _ in weights] + [
+        children.build_service(owner, CONFIG, routed=True),
+        children.build_pdb(owner),
         children.build_router_config(owner, BUILTIN.spec.traffic, weights),
         *children.build_router_access(owner),
         children.build_router_deployment(owner, CONFIG),
@@ -304,7 +307,15 @@ def test_with_the_router_the_models_service_selects_the_router_pods_only() -> No
     manifests = {f"{m['kind']}/{m['metadata']['name']}": m for m in plan.apply}
     router = manifests["Deployment/resnet-router"]
     pod_labels = router["spec"]["template"]["metadata"]["labels"]
-    assert manifests["Service/resnet"]["spec"]["selector"] == {"davit.dev/router": "resnet"}
+    # Until a router pod is ready the Service keeps selecting the model's own pods, so a model
+    # switched to the router never goes unreachable while the router starts.
+    assert manifests["Service/resnet"]["spec"]["selector"] == {"davit.dev/model": "resnet"}
+    serving = Observed(children={("Deployment", "resnet-router"): router_deployment(1)})
+    [service] = [
+        m for m in reconcile.plan(BUILTIN, serving, CONFIG, NOW).apply if m["kind"] == "Service"
+        and m["metadata"]["name"] == "resnet"
+    ]  # fmt: skip
+    assert service["spec"]["selector"] == {"davit.dev/router": "resnet"}
     assert router["spec"]["selector"]["matchLabels"] == {"davit.dev/router": "resnet"}
     # The model's own selectors (its PDB, the HPA's) never count router pods.
     assert "davit.dev/model" not in pod_labels

@@ -363,7 +363,11 @@ def plan_children(
     replicas = target.replicas if canary is None else canary.decision.canary_replicas
     desired = [
         children.build_deployment(owner, spec, target.revision, replicas, config),
-        children.build_service(owner, config, routed=routes(spec)),
+        # The Service moves to the router only once a router pod serves: a model switched to
+        # the builtin provider keeps answering from its own pods while its router starts.
+        children.build_service(
+            owner, config, routed=routes(spec) and router_verdict(target, spec, observed) is None
+        ),
         children.build_pdb(owner),
     ]
     delete = []
