@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import davit_router
 from davit_router.server import READY_PREFIX
+from davit_runtime.processes import await_ready_line
 
 # The folder this davit_router is imported from: the router a test starts runs the same code as
 # the test (a worktree's, not whatever an editable install elsewhere points at).
@@ -100,26 +100,5 @@ def launch_router(
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log_handle, text=True, env=env
         )
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + ready_timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=0.5):
-                if process.poll() is not None:
-                    break
-                continue
-            line = process.stdout.readline()
-            if not line:
-                break
-            if line.startswith(READY_PREFIX):
-                fields = dict(part.split("=", 1) for part in line.split()[2:])
-                return RunningRouter(
-                    process, fields["http"], fields["admin"], fields["grpc"], config, log
-                )
-    finally:
-        selector.close()
-    process.kill()
-    process.wait()
-    raise AssertionError(f"the router did not become ready; log:\n{log.read_text()}")
+    fields = await_ready_line(process, READY_PREFIX, ready_timeout_s, log, "the router")
+    return RunningRouter(process, fields["http"], fields["admin"], fields["grpc"], config, log)

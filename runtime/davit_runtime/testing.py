@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,6 +29,7 @@ from torch import nn
 from davit_runtime.config import MODEL_FILENAMES
 from davit_runtime.datatypes import DATATYPES
 from davit_runtime.fetch import sha256_of
+from davit_runtime.processes import await_ready_line
 
 KINDS = ("linear", "mlp", "cnn", "typed", "flaky")
 Format = Literal["torchscript", "pt2"]
@@ -302,24 +301,5 @@ def launch_server(
         command, stdout=subprocess.PIPE, stderr=log_handle, text=True, env=dict(os.environ)
     )
     log_handle.close()
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + ready_timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=0.5):
-                if process.poll() is not None:
-                    break
-                continue
-            line = process.stdout.readline()
-            if not line:
-                break
-            if line.startswith(READY_PREFIX):
-                fields = dict(part.split("=", 1) for part in line.split()[2:])
-                return RunningServer(process, fields["http"], fields["grpc"], log)
-    finally:
-        selector.close()
-    process.kill()
-    process.wait()
-    raise AssertionError(f"server did not become ready; log:\n{log.read_text()}")
+    fields = await_ready_line(process, READY_PREFIX, ready_timeout_s, log, "the server")
+    return RunningServer(process, fields["http"], fields["grpc"], log)
