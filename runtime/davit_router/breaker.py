@@ -99,12 +99,13 @@ def should_open(state: BreakerState, now: float, settings: BreakerSettings) -> b
     return errors / requests >= settings.error_rate_threshold
 
 
-def _opened(state: BreakerState, now: float) -> BreakerState:
-    """Open from `now`, the window's counts dropped (they judged the revision already)."""
+def _restarted(state: BreakerState, now: float, phase: Phase) -> BreakerState:
+    """`phase` from `now` with an empty window and no probes: the counts that opened the
+    breaker judged it already, and those before a closing are forgiven."""
     return replace(
         state,
-        phase=Phase.OPEN,
-        opened_at=now,
+        phase=phase,
+        opened_at=now if phase is Phase.OPEN else None,
         bucket_started=now,
         requests=0,
         errors=0,
@@ -113,22 +114,14 @@ def _opened(state: BreakerState, now: float) -> BreakerState:
         probes_in_flight=0,
         probe_successes=0,
     )
+
+
+def _opened(state: BreakerState, now: float) -> BreakerState:
+    return _restarted(state, now, Phase.OPEN)
 
 
 def _closed(state: BreakerState, now: float) -> BreakerState:
-    """Closed from `now`, with an empty window: the failures before the opening are forgiven."""
-    return replace(
-        state,
-        phase=Phase.CLOSED,
-        opened_at=None,
-        bucket_started=now,
-        requests=0,
-        errors=0,
-        previous_requests=0,
-        previous_errors=0,
-        probes_in_flight=0,
-        probe_successes=0,
-    )
+    return _restarted(state, now, Phase.CLOSED)
 
 
 def admit(state: BreakerState, now: float, settings: BreakerSettings) -> tuple[bool, BreakerState]:

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 import davit_router
 from davit_router.server import READY_PREFIX
-from davit_runtime.processes import await_ready_line
+from davit_runtime.processes import Samples, await_ready_line, metric_samples
 
 # The folder this davit_router is imported from: the router a test starts runs the same code as
 # the test (a worktree's, not whatever an editable install elsewhere points at).
@@ -61,16 +59,9 @@ class RunningRouter:
             document: dict[str, Any] = json.load(response)
         return document
 
-    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    def samples(self, name: str) -> Samples:
         """Current values of one metric from /metrics, keyed by sorted labels."""
-        with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        values: dict[tuple[tuple[str, str], ...], float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name:
-                    values[tuple(sorted(sample.labels.items()))] = sample.value
-        return values
+        return metric_samples(self.admin, name)
 
     def total(self, name: str, **labels: str) -> float:
         """The sum of `name` over every series whose labels include `labels`."""

@@ -1,13 +1,30 @@
-"""Starting a server process for tests and benchmarks: wait for the line it prints once it
-listens (both davit-runtime and davit-router print one, with their ports). Imports nothing of
-the runtime's models, so the router's tests use it too."""
+"""Server processes for tests and benchmarks: wait for the line a server prints once it listens
+(davit-runtime and davit-router both print one, with their ports), and read its metrics.
+Imports nothing of the runtime's models, so the router's tests use it too."""
 
 from __future__ import annotations
 
 import selectors
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[tuple[str, str], ...], float]
+
+
+def metric_samples(address: str, name: str) -> Samples:
+    """Current values of one metric from `http://address/metrics`, keyed by sorted labels."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                values[tuple(sorted(sample.labels.items()))] = sample.value
+    return values
 
 
 def await_ready_line(

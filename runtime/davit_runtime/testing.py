@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,13 +22,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from prometheus_client.parser import text_string_to_metric_families
 from torch import nn
 
 from davit_runtime.config import MODEL_FILENAMES
 from davit_runtime.datatypes import DATATYPES
 from davit_runtime.fetch import sha256_of
-from davit_runtime.processes import await_ready_line
+from davit_runtime.processes import Samples, await_ready_line, metric_samples
 
 KINDS = ("linear", "mlp", "cnn", "typed", "flaky")
 Format = Literal["torchscript", "pt2"]
@@ -267,16 +265,9 @@ class RunningServer:
     grpc: str
     log: Path
 
-    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-        """Current values of one metric family from /metrics, keyed by sorted labels."""
-        with urllib.request.urlopen(f"http://{self.http}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        values: dict[tuple[tuple[str, str], ...], float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name:
-                    values[tuple(sorted(sample.labels.items()))] = sample.value
-        return values
+    def samples(self, name: str) -> Samples:
+        """Current values of one metric from /metrics, keyed by sorted labels."""
+        return metric_samples(self.http, name)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.samples(name).get(tuple(sorted(labels.items())), 0.0)
