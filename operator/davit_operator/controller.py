@@ -137,7 +137,7 @@ class Controller:
             report = refusal(md, str(refused), utc_now())
             answer = await self._write_status(key, report.status)
             await self._record(body, report.events)
-            if answer is not None and _generation(answer) != _generation(body):
+            if _spec_moved(answer, body):
                 return self._clock()  # fixed meanwhile: the new spec is planned at once
             raise RetryLaterError(str(refused)) from refused
         progress = status_pacing.is_progress(md.status, changes.status, changes.events)
@@ -149,7 +149,7 @@ class Controller:
             return held_until if changes.wake_at is None else min(held_until, changes.wake_at)
         answer = await self._write_status(key, changes.status)
         await self._record(body, changes.events)
-        if answer is not None and _generation(answer) != _generation(body):
+        if _spec_moved(answer, body):
             # A spec change landed between this pass's read and its status patch: the patch's
             # answer carries it into the cache, and the change's own watch event, older than
             # that answer, will be ignored and wake nobody. So plan it now.
@@ -279,6 +279,12 @@ class Controller:
 
 
 APPLIED_FIRST = frozenset({"Role"})
+
+
+def _spec_moved(answer: Mapping[str, Any] | None, read: Mapping[str, Any]) -> bool:
+    """Whether a write's `answer` carries a newer spec than the pass `read`: the cache now
+    holds it, and the change's own (older) watch event will wake nobody."""
+    return answer is not None and _generation(answer) != _generation(read)
 
 
 def _generation(body: Mapping[str, Any]) -> int:

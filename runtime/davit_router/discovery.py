@@ -413,6 +413,17 @@ def _status_message(body: bytes) -> str:
 _READ_SIZE = 64 * 1024
 
 
+def _json_object(raw: bytes, what: str) -> Document:
+    """`raw` decoded as one JSON object, or ProtocolError saying `what` it was not."""
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise ProtocolError(f"{what} is not JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise ProtocolError(f"{what} is not a JSON object")
+    return document
+
+
 class KubeClient:
     """GET and WATCH on the API server, one connection each (a watch holds its own for as long
     as it lasts; lists are rare). `timeout_s` bounds connecting and a whole GET; a watch may
@@ -463,13 +474,7 @@ class KubeClient:
         body = response.take()
         if response.status != 200:
             raise self._refused(response.status or 0, body)
-        try:
-            document = json.loads(body)
-        except ValueError as error:
-            raise ProtocolError(f"not JSON from the API server: {error}") from error
-        if not isinstance(document, dict):
-            raise ProtocolError("the API server's answer is not a JSON object")
-        return document
+        return _json_object(body, "the API server's answer")
 
     @contextlib.asynccontextmanager
     async def watch(self, path: str) -> AsyncIterator[AsyncIterator[Document]]:
@@ -503,13 +508,7 @@ class KubeClient:
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 if line.strip():
-                    try:
-                        event = json.loads(line)
-                    except ValueError as error:
-                        raise ProtocolError(f"a watch event is not JSON: {error}") from error
-                    if not isinstance(event, dict):
-                        raise ProtocolError("a watch event is not a JSON object")
-                    yield event
+                    yield _json_object(line, "a watch event")
             if response.complete:
                 return
             await self._read_into(reader, response)

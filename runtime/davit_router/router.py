@@ -207,6 +207,11 @@ class Router:
                 detectors[transport] = detector
             revisions[revision.name] = _Revision(revision.name, endpoints, breaker, detectors)
         self._revisions = revisions
+        # Every endpoint of the configuration in force, either transport (a reload may remove
+        # one while its request runs): computed here, not on each attempt.
+        self._configured = frozenset(
+            e for r in config.revisions for e in (*r.endpoints, *r.grpc_endpoints)
+        )
         wanted = {e for r in config.revisions for e in r.endpoints}
         for endpoint in set(self._pools) - wanted:
             self._pools.pop(endpoint).close()
@@ -349,7 +354,7 @@ class Router:
             self._outstanding[endpoint] -= 1
             if self._outstanding[endpoint] == 0:
                 del self._outstanding[endpoint]
-        if result.queue_depth is not None and self._endpoints_known(endpoint):
+        if result.queue_depth is not None and endpoint in self._configured:
             self._queue_depth[endpoint] = result.queue_depth
         now = self._clock()
         detector = revision.detectors[transport]
@@ -360,13 +365,6 @@ class Router:
             self._metrics.ejections.labels(revision.name, endpoint).inc()
         self._metrics.bound(self._metrics.attempts, revision.name, result.outcome.value).inc()
         return result
-
-    def _endpoints_known(self, endpoint: str) -> bool:
-        """Whether `endpoint` is in the configuration in force (a reload may have removed it
-        while its request ran)."""
-        return any(
-            endpoint in listed for r in self._revisions.values() for listed in r.endpoints.values()
-        )
 
     # ---- the HTTP/1.1 front ------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:

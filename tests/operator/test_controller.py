@@ -180,6 +180,16 @@ def test_progress_alone_is_written_when_the_hold_ends() -> None:
     assert len(recording.status_patches) == 2
 
 
+def routed_model() -> dict[str, Any]:
+    """The model, its traffic through an HTTPRoute (a kind the NoGatewayApi cluster lacks)."""
+    routed = model()
+    routed["spec"]["traffic"] = {
+        "provider": "gatewayAPI",
+        "gatewayAPI": {"parentRefs": [{"name": "public"}]},
+    }
+    return routed
+
+
 class NoGatewayApi(RecordingApi):
     """A cluster without the Gateway API CRDs: the API server has no HTTPRoute resource."""
 
@@ -198,12 +208,7 @@ class NoGatewayApi(RecordingApi):
 
 def test_a_route_the_cluster_cannot_hold_is_refused_with_what_to_install() -> None:
     cache = ClusterCache()
-    routed = model()
-    routed["spec"]["traffic"] = {
-        "provider": "gatewayAPI",
-        "gatewayAPI": {"parentRefs": [{"name": "public"}]},
-    }
-    cache.upsert(api.KIND, routed)
+    cache.upsert(api.KIND, routed_model())
     recording = NoGatewayApi(cache)
     controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
     with pytest.raises(RetryLaterError):  # retried with backoff, not in a hot loop
@@ -428,12 +433,7 @@ class RefusedThenFixed(NoGatewayApi, SpecChangedMeanwhile):
 
 def test_a_fix_that_lands_during_a_refusal_is_planned_at_once_not_after_the_backoff() -> None:
     cache = ClusterCache()
-    routed = model()
-    routed["spec"]["traffic"] = {
-        "provider": "gatewayAPI",
-        "gatewayAPI": {"parentRefs": [{"name": "public"}]},
-    }
-    cache.upsert(api.KIND, routed)
+    cache.upsert(api.KIND, routed_model())
     clock = Clock(1000.0)
     controller = Controller(CONFIG, RefusedThenFixed(cache), cache, clock, figures=NO_FIGURES)  # type: ignore[arg-type]
     assert asyncio.run(controller.reconcile(KEY)) == clock.now  # no RetryLaterError
