@@ -320,8 +320,9 @@ def test_a_builtin_canarys_weights_follow_each_step_in_the_routers_configuration
         what="the model's Service on the router's pods",
     )
     rbac = client.RbacAuthorizationV1Api(api_client)
-    [rule] = rbac.read_namespaced_role("resnet-router", namespace).rules
-    assert rule.resources == ["endpointslices"]
+    configmaps, slices = rbac.read_namespaced_role("resnet-router", namespace).rules
+    assert (configmaps.resources, configmaps.resource_names) == (["configmaps"], ["resnet-router"])
+    assert slices.resources == ["endpointslices"]
     assert rbac.read_namespaced_role_binding("resnet-router", namespace).subjects[0].name == (
         "resnet-router"
     )

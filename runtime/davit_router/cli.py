@@ -1,4 +1,5 @@
-"""`davit-router serve --config router.json`: the router in front of a model's revisions."""
+"""`davit-router serve --configmap NAME` (in a cluster) or `--config router.json`: the router in
+front of a model's revisions."""
 
 from __future__ import annotations
 
@@ -11,25 +12,36 @@ import sys
 from pathlib import Path
 
 from davit_router.config import ConfigError
-from davit_router.discovery import (
+from davit_router.kubeapi import (
     AccessError,
     ClusterAccess,
     from_kubeconfig,
     in_cluster,
     in_cluster_namespace,
 )
-from davit_router.server import READY_PREFIX, DiscoverySettings, RouterServer
+from davit_router.server import (
+    ADMIN_PREFIX,
+    READY_PREFIX,
+    ConfigFile,
+    ConfigMapSource,
+    DiscoverySettings,
+    RouterServer,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="davit-router", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="route requests by the configuration file")
-    serve.add_argument(
-        "--config",
-        type=Path,
-        required=True,
-        help="the JSON configuration (the operator's ConfigMap, mounted)",
+    serve = commands.add_parser("serve", help="route requests by the configuration")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--configmap",
+        metavar="NAME",
+        help="read the configuration from this ConfigMap's router.json in --namespace, "
+        "watched through the API (the operator's `<model>-router`)",
+    )
+    source.add_argument(
+        "--config", type=Path, metavar="FILE", help="read the JSON configuration from a file"
     )
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="traffic port (0: any free)")
@@ -46,11 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reload-seconds",
         type=float,
         default=1.0,
-        help="how often the configuration file is checked for a change",
+        help="how often the configuration file is checked for a change (with --config)",
     )
     serve.add_argument(
         "--namespace",
-        help="the namespace of the revisions' Services (default: the pod's own, else default)",
+        help="the namespace of the ConfigMap and the revisions' Services "
+        "(default: the pod's own, else default)",
     )
     serve.add_argument(
         "--kubeconfig",
@@ -62,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def discovery_settings(args: argparse.Namespace) -> DiscoverySettings:
-    """Where revisions' Services are watched, by the flags (read only if one is named)."""
+    """Where the ConfigMap and the revisions' Services are watched, by the flags (the access is
+    read only once the API is needed)."""
     kubeconfig: Path | None = args.kubeconfig
 
     def access() -> ClusterAccess:
@@ -74,26 +88,39 @@ def discovery_settings(args: argparse.Namespace) -> DiscoverySettings:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    source: ConfigFile | ConfigMapSource = (
+        ConfigMapSource(args.configmap)
+        if args.configmap is not None
+        else ConfigFile(args.config, args.reload_seconds)
+    )
     server = RouterServer(
-        args.config,
+        source,
         host=args.host,
         port=args.port,
         admin_port=args.admin_port,
         grpc_port=None if args.grpc_port < 0 else args.grpc_port,
-        reload_seconds=args.reload_seconds,
         discovery=discovery_settings(args),
     )
-    ports = await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    # Where to ask /readyz while the first configuration is awaited (the router logs why).
+    print(f"{ADMIN_PREFIX}admin={args.host}:{await server.open_admin()}", flush=True)
+    starting = asyncio.ensure_future(server.start())
+    stopped = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # a stop while it waits for its first configuration
+        starting.cancel()
+        await server.stop()
+        return
+    ports = starting.result()
     # Tests and scripts wait for this line to know the (possibly random) ports.
     line = f"{READY_PREFIX}http={args.host}:{ports.http} admin={args.host}:{ports.admin}"
     if ports.grpc is not None:
         line += f" grpc={args.host}:{ports.grpc}"
     print(line, flush=True)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
+    await stopped
     await server.stop()
 
 

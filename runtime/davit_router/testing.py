@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import davit_router
-from davit_router.server import READY_PREFIX
+from davit_router.server import ADMIN_PREFIX, READY_PREFIX
 from davit_runtime.processes import Samples, await_ready_line, metric_samples
 
 # The folder this davit_router is imported from: the router a test starts runs the same code as
@@ -36,11 +36,12 @@ class RunningRouter:
     http: str  # host:port of the traffic listener
     admin: str
     grpc: str
-    config: Path
+    config: Path | None  # None: the router reads a ConfigMap
     log: Path
 
     def configure(self, document: dict[str, Any]) -> None:
         """A new configuration, applied once the router has read it (SIGHUP, then /config)."""
+        assert self.config is not None, "a router on a ConfigMap is configured through it"
         write_config(self.config, document)
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
@@ -74,22 +75,44 @@ class RunningRouter:
         return self.process.wait(timeout=timeout_s)
 
 
-def launch_router(
-    config: Path, document: dict[str, Any], log: Path, *extra: str, ready_timeout_s: float = 30.0
-) -> RunningRouter:
-    """Write `document` to `config` and start `davit-router serve` on free loopback ports;
-    `extra` are more flags (`--kubeconfig PATH`)."""
-    write_config(config, document)
+@dataclass
+class StartingRouter:
+    """A router whose admin port listens, and which may still wait for its configuration."""
+
+    process: subprocess.Popen[str]
+    admin: str
+    log: Path
+
+    def ready(self, timeout_s: float = 30.0, config: Path | None = None) -> RunningRouter:
+        """The router, once it routes (its ready line)."""
+        fields = await_ready_line(self.process, READY_PREFIX, timeout_s, self.log, "the router")
+        return RunningRouter(
+            self.process, fields["http"], fields["admin"], fields["grpc"], config, self.log
+        )
+
+
+def start_router(log: Path, *flags: str, timeout_s: float = 30.0) -> StartingRouter:
+    """Start `davit-router serve` with `flags` (its configuration source, `--kubeconfig PATH`)
+    on free loopback ports; returned once its admin port listens."""
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), path]))}
     command = [
-        sys.executable, "-m", "davit_router", "serve", "--config", str(config),
-        "--host", "127.0.0.1", "--port", "0", "--admin-port", "0",
-        "--grpc-port", "0", *extra,
+        sys.executable, "-m", "davit_router", "serve", "--host", "127.0.0.1",
+        "--port", "0", "--admin-port", "0", "--grpc-port", "0", *flags,
     ]  # fmt: skip
     with log.open("w") as log_handle:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log_handle, text=True, env=env
         )
-    fields = await_ready_line(process, READY_PREFIX, ready_timeout_s, log, "the router")
-    return RunningRouter(process, fields["http"], fields["admin"], fields["grpc"], config, log)
+    fields = await_ready_line(process, ADMIN_PREFIX, timeout_s, log, "the router's admin port")
+    return StartingRouter(process, fields["admin"], log)
+
+
+def launch_router(
+    config: Path, document: dict[str, Any], log: Path, *extra: str, ready_timeout_s: float = 30.0
+) -> RunningRouter:
+    """Write `document` to `config` and start `davit-router serve --config` on free loopback
+    ports; `extra` are more flags (`--kubeconfig PATH`)."""
+    write_config(config, document)
+    starting = start_router(log, "--config", str(config), *extra, timeout_s=ready_timeout_s)
+    return starting.ready(ready_timeout_s, config)

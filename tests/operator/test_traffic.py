@@ -324,12 +324,20 @@ def test_with_the_router_the_models_service_selects_the_router_pods_only() -> No
     }
     pod = router["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "resnet-router"
-    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "resnet-router"}}]
+    # The ConfigMap is watched through the API, not mounted (a mounted one lags by a minute).
+    assert "volumes" not in pod
     [container] = pod["containers"]
     assert container["command"] == ["davit-router"]
+    assert container["args"][:3] == ["serve", "--configmap", "resnet-router"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["securityContext"]["runAsNonRoot"] is True
-    [rule] = manifests["Role/resnet-router"]["rules"]
-    assert (rule["resources"], rule["verbs"]) == (["endpointslices"], ["get", "list", "watch"])
+    configmaps, slices = manifests["Role/resnet-router"]["rules"]
+    # Its own ConfigMap only, by name; the slices by label (their names are generated).
+    assert (configmaps["resources"], configmaps["resourceNames"], configmaps["verbs"]) == (
+        ["configmaps"], ["resnet-router"], ["get", "list", "watch"]
+    )  # fmt: skip
+    assert (slices["resources"], slices["verbs"]) == (["endpointslices"], ["get", "list", "watch"])
+    assert "resourceNames" not in slices
     # Without the router the Service selects the model's pods again.
     plain = reconcile.plan(PLAIN, Observed(), CONFIG, NOW)
     [service] = [m for m in plain.apply if m["kind"] == "Service"]

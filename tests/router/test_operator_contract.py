@@ -1,15 +1,17 @@
 """The router reads what the operator writes: the ConfigMap of traffic.provider builtin, for
-every traffic setting the API allows, parses into the configuration the operator meant."""
+every traffic setting the API allows, parses into the configuration the operator meant, and the
+router's command line the operator renders names that ConfigMap."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
 from davit_operator import api
+from davit_operator.config import OperatorConfig
 from davit_operator.planners import children
-from davit_router.config import CircuitBreaker, Retries, parse
+from davit_router.cli import parse_args
+from davit_router.config import CircuitBreaker, Retries
+from davit_router.configmap import config_in
 
 OWNER = children.Owner("resnet", "ml", "uid-1")
 TRAFFIC = [
@@ -28,7 +30,7 @@ def test_the_router_parses_the_configuration_the_operator_renders(
     settings = api.Traffic.model_validate(traffic)
     weights = [("0ld57ab1e", 90), ("232d26766d", 10)]
     manifest = children.build_router_config(OWNER, settings, weights)
-    config = parse(json.loads(manifest["data"][children.ROUTER_CONFIG_KEY]))
+    config = config_in(manifest)  # by the router's own key and parse
     assert config.weights == weights
     assert [r.service for r in config.revisions] == ["resnet-0ld57ab1e", "resnet-232d26766d"]
     assert config.timeout_ms == settings.timeout_ms
@@ -37,4 +39,20 @@ def test_the_router_parses_the_configuration_the_operator_renders(
     assert config.circuit_breaker == CircuitBreaker(
         breaker.consecutive_errors, breaker.error_rate_threshold, breaker.ejection_seconds,
         breaker.max_ejected_percent,
+    )  # fmt: skip
+
+
+def test_the_router_pods_command_line_reads_the_configmap_the_operator_writes() -> None:
+    deployment = children.build_router_deployment(OWNER, OperatorConfig())
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["davit-router"]
+    args = parse_args(container["args"])
+    manifest = children.build_router_config(
+        OWNER, api.Traffic.model_validate({"provider": "builtin"}), [("a", 100)]
+    )
+    assert args.configmap == manifest["metadata"]["name"]
+    assert args.config is None
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (args.port, args.grpc_port, args.admin_port) == (
+        ports["http"], ports["grpc"], ports["admin"]
     )  # fmt: skip

@@ -416,9 +416,9 @@ def build_router_config(
     owner: Owner, traffic: api.Traffic, weights: list[tuple[str, int]]
 ) -> dict[str, Any]:
     """The Davit router's configuration (traffic.provider builtin), as the ConfigMap
-    `<model>-router` it reads: each revision's weight and the Service whose endpoints it
-    serves from, the timeout, retries and circuit breaking. Rendered with sorted keys, so the
-    same weights are the same bytes and an unchanged step writes nothing."""
+    `<model>-router` it watches through the API: each revision's weight and the Service whose
+    endpoints it serves from, the timeout, retries and circuit breaking. Rendered with sorted
+    keys, so the same weights are the same bytes and an unchanged step writes nothing."""
     breaker, retries = traffic.circuit_breaker, traffic.retries
     document = {
         "model": owner.name,
@@ -450,7 +450,6 @@ def build_router_config(
 
 
 ROUTER_REPLICAS = 2
-ROUTER_CONFIG_DIR = "/etc/davit-router"
 ROUTER_ADMIN_PORT = 9090
 # The router holds no model: a fraction of a core and little memory serve thousands of requests
 # a second (its benchmark says how many).
@@ -462,17 +461,19 @@ ROUTER_RESOURCES = {
 
 def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, Any]:
     """The Davit router `<model>-router`: two replicas of `davit-router serve` from the runtime
-    image, reading the ConfigMap of the same name (a change reaches the running pods without a
-    restart, since the pod template does not change), finding each revision's endpoints
-    through its Service's EndpointSlices (as the service account of the same name), non-root
-    with a read-only root filesystem."""
+    image, watching the ConfigMap of the same name through the API (not mounted: the kubelet
+    refreshes a mounted ConfigMap only every minute or so, while a rollout step must be in
+    force before the operator moves on; and no restart, since the pod template does not
+    change), finding each revision's endpoints through its Service's EndpointSlices (both as
+    the service account of the same name), non-root with a read-only root filesystem. Ready
+    once it can route (`/readyz`: a configuration in force, the Services listed)."""
     name = naming.router_name(owner.name)
     container = {
         "name": "router",
         "image": config.runtime_image,
         "command": ["davit-router"],
         "args": [
-            *("serve", "--config", f"{ROUTER_CONFIG_DIR}/{ROUTER_CONFIG_KEY}"),
+            *("serve", "--configmap", name),
             *("--port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)),
             *("--admin-port", str(ROUTER_ADMIN_PORT)),
         ],
@@ -483,10 +484,11 @@ def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, A
         ],
         "resources": ROUTER_RESOURCES,
         "readinessProbe": {
-            "httpGet": {"path": "/healthz", "port": "admin"},
-            "periodSeconds": 5,
+            "httpGet": {"path": "/readyz", "port": "admin"},
+            "periodSeconds": 2,
             "failureThreshold": 3,
         },
+        # Alive while it waits for its ConfigMap too: that wait is not mended by a restart.
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "admin"},
             "periodSeconds": 10,
@@ -498,7 +500,6 @@ def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, A
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "config", "mountPath": ROUTER_CONFIG_DIR, "readOnly": True}],
     }
     return {
         "apiVersion": "apps/v1",
@@ -519,7 +520,6 @@ def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, A
                 "spec": {
                     "serviceAccountName": name,
                     "containers": [container],
-                    "volumes": [{"name": "config", "configMap": {"name": name}}],
                     # In-flight requests finish (up to the model's timeout) after SIGTERM.
                     "terminationGracePeriodSeconds": 60,
                     # Two routers on one node would fall together.
@@ -553,8 +553,11 @@ def build_router_pdb(owner: Owner) -> dict[str, Any]:
 
 
 def build_router_access(owner: Owner) -> list[dict[str, Any]]:
-    """The router's service account, and a Role bound to it that reads EndpointSlices in the
-    model's namespace (the router's only use of the API: each revision's endpoints)."""
+    """The router's service account, and a Role bound to it that reads, in the model's
+    namespace, its own ConfigMap (by name: the router lists and watches it with a field
+    selector on its name, which `resourceNames` allows) and the EndpointSlices (each
+    revision's endpoints, found by label, so not by name). The router's only uses of the
+    API."""
     name, labels = naming.router_name(owner.name), naming.router_labels(owner.name)
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(owner, name, labels)},
@@ -564,10 +567,16 @@ def build_router_access(owner: Owner) -> list[dict[str, Any]]:
             "metadata": _metadata(owner, name, labels),
             "rules": [
                 {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [name],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
                     "apiGroups": ["discovery.k8s.io"],
                     "resources": ["endpointslices"],
                     "verbs": ["get", "list", "watch"],
-                }
+                },
             ],
         },
         {
