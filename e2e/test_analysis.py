@@ -262,3 +262,37 @@ def test_a_prometheus_that_cannot_be_reached_holds_the_canary_without_failing_it
     record = canary_record(models, canary)
     assert record is not None
     assert record["outcome"] == "Progressing", record
+
+
+def test_behind_the_builtin_router_with_no_prometheus_analysis_reads_the_router_pods(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    # The router pods are kwok's here, with addresses no router answers at: what this shows is
+    # that the operator finds every ready router pod through the API and asks it, and that an
+    # unreadable router holds the canary without failing it. That the figures it reads add up
+    # is shown against real router processes (tests/router/test_router_process.py).
+    def routed(version: str) -> dict[str, Any]:
+        routed_spec = spec(version, "")
+        routed_spec["rollout"]["analysis"].pop("prometheus")
+        return {**routed_spec, "traffic": {"provider": "builtin"}}
+
+    models.create("resnet", routed("v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    models.patch_spec("resnet", routed("v3"))
+
+    def unavailable() -> dict[str, Any] | None:
+        progressing = models.condition("resnet", "Progressing") or {}
+        return progressing if progressing.get("reason") == "MetricsUnavailable" else None
+
+    progressing = wait_for(unavailable, timeout=TIMEOUT, what="MetricsUnavailable")
+    pods = client.CoreV1Api(api_client).list_namespaced_pod(
+        namespace, label_selector="davit.dev/router=resnet"
+    )
+    addresses = {f"{pod.status.pod_ip}:9090" for pod in pods.items if pod.status.pod_ip}
+    assert len(addresses) == 2, addresses
+    # Unreachable, or answered by whatever the network puts at a fake address: either way the
+    # router pod the operator asked is named.
+    assert any(f"router {address} " in progressing["message"]
+               for address in addresses), progressing  # fmt: skip
+    status = models.get("resnet")["status"]
+    assert (status["currentStep"], status.get("analysisFailures", 0)) == (1, 0)

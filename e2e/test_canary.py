@@ -38,9 +38,11 @@ def canary_spec(pause: str, version: str = "v1") -> dict[str, Any]:
 
 
 def replicas_by_revision(api_client: client.ApiClient, namespace: str) -> dict[str, int]:
+    """Each revision's Deployment's replicas (the router's, with no revision, is not one)."""
     return {
         d.metadata.labels["davit.dev/revision"]: d.spec.replicas
         for d in deployments(api_client, namespace, "resnet")
+        if "davit.dev/revision" in d.metadata.labels
     }
 
 
@@ -534,11 +536,19 @@ def test_kubectl_davit_pause_holds_past_a_timed_pause_and_resume_goes_on(
     assert "paused" not in models.get("resnet")["status"]
 
 
-def test_a_blue_green_rollout_switches_the_route_once_the_new_revision_is_whole(
-    models: Models, api_client: client.ApiClient, namespace: str
+BLUE_GREEN_TRAFFIC = {
+    "gatewayAPI": {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}},
+    "builtin": {"provider": "builtin"},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(BLUE_GREEN_TRAFFIC))
+def test_a_blue_green_rollout_switches_the_traffic_once_the_new_revision_is_whole(
+    models: Models, api_client: client.ApiClient, namespace: str, provider: str
 ) -> None:
     rollout = {"strategy": "blueGreen", "steps": [{"pause": {"duration": "2s"}}]}
-    traffic = {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}
+    traffic = BLUE_GREEN_TRAFFIC[provider]
+    weights_of = route_weights if provider == "gatewayAPI" else router_weights
 
     def spec(version: str) -> dict[str, Any]:
         return {**gpu_spec(replicas=2, version=version), "rollout": rollout, "traffic": traffic}
@@ -551,7 +561,7 @@ def test_a_blue_green_rollout_switches_the_route_once_the_new_revision_is_whole(
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline and not promoted(models, stable):
         state = (
-            route_weights(api_client, namespace) or {},
+            weights_of(api_client, namespace) or {},
             replicas_by_revision(api_client, namespace),
         )
         if not seen or seen[-1] != state:
@@ -562,15 +572,15 @@ def test_a_blue_green_rollout_switches_the_route_once_the_new_revision_is_whole(
     # Until the switch all traffic stays on stable, while the new revision is at full size.
     before_switch = [(w, r) for w, r in seen if w.get(new, 0) == 0 and new in r]
     assert before_switch, seen
-    # (The new revision's Deployment and its 0 % backendRef are written in the same pass but
-    # not at once: a poll between them sees the route without the new revision.)
+    # (The new revision's Deployment and its 0 % weight are written in the same pass but
+    # not at once: a poll between them sees weights without the new revision.)
     assert all(w.get(stable) == 100 and w.get(new, 0) == 0 for w, _ in before_switch), seen
     assert any(r == {stable: 2, new: 2} for _, r in before_switch), seen
     assert all(w.get(new) in (0, 100, None) for w, _ in seen), seen  # one switch, no steps
     wait_for(
-        lambda: route_weights(api_client, namespace) == {new: 100},
+        lambda: weights_of(api_client, namespace) == {new: 100},
         timeout=TIMEOUT,
-        what="the whole route on the new revision",
+        what="all traffic on the new revision",
     )
 
 

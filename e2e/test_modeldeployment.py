@@ -281,8 +281,8 @@ INVALID = [
     ),
     pytest.param(
         {"model": {"uri": "pvc://models/x", **TENSORS}, "rollout": {"strategy": "blueGreen"}},
-        "rollout.strategy blueGreen needs traffic.provider gatewayAPI",
-        id="blue-green-without-gateway",
+        "rollout.strategy blueGreen needs traffic.provider gatewayAPI or builtin",
+        id="blue-green-without-weights",
     ),
 ]
 

@@ -337,8 +337,8 @@ class RolloutStep(ApiModel):
         default=None,
         description="Judge the canary now: measurements over rollout.analysis.interval "
         "until one passes (the step ends) or more than failureLimit fail in a row; keys here "
-        "override rollout.analysis. Without a source (prometheus.url) the rollout holds at "
-        "this step until a promote.",
+        "override rollout.analysis. Without a source (prometheus.url, or traffic.provider "
+        "builtin) the rollout holds at this step until a promote.",
     )
 
 
@@ -347,8 +347,10 @@ class PrometheusSource(ApiModel):
 
     url: str = Field(
         default="",
-        description="Prometheus base URL (http://prometheus.monitoring:9090); empty: no source "
-        "(an analysis step then holds the rollout until a person promotes it).",
+        description="Prometheus base URL (http://prometheus.monitoring:9090); empty: with "
+        "traffic.provider builtin the Davit router's own figures (every router replica's, "
+        "added up), else no source (an analysis step then holds the rollout until a person "
+        "promotes it).",
     )
     selector: str = Field(
         default='namespace="{namespace}",davit_dev_revision="{revision}"',
@@ -421,8 +423,8 @@ class Rollout(ApiModel):
         default=RolloutStrategy.CANARY,
         description="canary (the steps; without steps, a plain replacement) | blueGreen (the "
         "new revision at full size beside stable with no traffic, then its steps, then all "
-        "traffic at once; needs traffic.provider gatewayAPI) | recreate (the old revision's "
-        "pods go before the new revision's start: nothing serves in between, for models "
+        "traffic at once; needs traffic.provider gatewayAPI or builtin) | recreate (the old "
+        "revision's pods go before the new revision's start: nothing serves in between, for models "
         "whose two versions must never serve at once or whose GPUs cannot hold both).",
     )
     steps: list[RolloutStep] = Field(
@@ -607,10 +609,10 @@ class ModelDeploymentSpec(ApiModel):
                 ),
                 cel(
                     f"!({BLUE_GREEN}) || (has(self.traffic) && has(self.traffic.provider) && "
-                    "self.traffic.provider == 'gatewayAPI')",
-                    "rollout.strategy blueGreen needs traffic.provider gatewayAPI: with none, "
-                    "requests follow ready replicas, so the new revision would serve before "
-                    "the switch",
+                    "self.traffic.provider in ['gatewayAPI', 'builtin'])",
+                    "rollout.strategy blueGreen needs traffic.provider gatewayAPI or builtin: "
+                    "with none, requests follow ready replicas, so the new revision would serve "
+                    "before the switch",
                 ),
                 cel(
                     f"!({BLUE_GREEN}) || !has(self.rollout.steps) || "

@@ -63,12 +63,12 @@ class Controller:
         cache: ClusterCache,
         clock: Callable[[], float] = time.time,
         *,
-        figures: FigureSource,
+        sources: Mapping[analysis.Source, FigureSource],
     ) -> None:
         self._config = config
         self._kube = kube
         self._cache = cache
-        self._figures = figures
+        self._sources = sources  # where a measurement's figures are read, by its source
         self._clock = clock
         # Per model, when the progress-only status patch it holds is due (status_pacing): a
         # fact of this process's writes, which a restart need not remember.
@@ -172,14 +172,11 @@ class Controller:
 
     async def _read(self, key: Key, due: analysis.Due) -> analysis.Measurement:
         namespace, name = key
+        source = self._sources[due.source]
         try:
             canary, stable = await asyncio.gather(
-                self._figures.figures(
-                    due.settings, Subject(namespace, name, due.canary), due.window
-                ),
-                self._figures.figures(
-                    due.settings, Subject(namespace, name, due.stable), due.window
-                ),
+                source.figures(due.settings, Subject(namespace, name, due.canary), due.window),
+                source.figures(due.settings, Subject(namespace, name, due.stable), due.window),
             )
         except SourceError as error:
             logger.warning("%s/%s: canary analysis: %s", namespace, name, error)

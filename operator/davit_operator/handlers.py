@@ -23,14 +23,16 @@ from typing import Any, TypeVar
 
 import kopf
 
-from davit_operator import api
+from davit_operator import api, naming
 from davit_operator.caches import CHILD_KINDS, MODEL_KIND, POD_KIND, ClusterCache, Key
 from davit_operator.config import OperatorConfig
 from davit_operator.controller import Controller
 from davit_operator.informers import Informer
 from davit_operator.kube import OPTIONAL_KINDS, Kube
+from davit_operator.planners import analysis
+from davit_operator.planners.children import ROUTER_ADMIN_PORT
 from davit_operator.scheduler import Backoff, Scheduler, retry_delay
-from davit_operator.sources import Prometheus
+from davit_operator.sources import FigureSource, Prometheus, RouterFigures
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
     """Attach Davit's handlers to `registry`; everything they need is passed in here."""
     cache = ClusterCache()
     prometheus = Prometheus(timeout_seconds=config.analysis_timeout_seconds)
-    controller = Controller(config, kube, cache, figures=prometheus)
+
+    async def router_admins(namespace: str, name: str) -> list[str]:
+        ips = await kube.ready_pod_ips(namespace, naming.router_selector(name))
+        # An IPv6 address is bracketed, so that the port stays apart.
+        return [f"[{ip}]:{ROUTER_ADMIN_PORT}" if ":" in ip else f"{ip}:{ROUTER_ADMIN_PORT}"
+                for ip in ips]  # fmt: skip
+
+    routers = RouterFigures(router_admins, timeout_seconds=config.analysis_timeout_seconds)
+    sources: dict[analysis.Source, FigureSource] = {
+        analysis.Source.PROMETHEUS: prometheus,
+        analysis.Source.ROUTER: routers,
+    }
+    controller = Controller(config, kube, cache, sources=sources)
     scheduler: Scheduler[Key] = Scheduler(
         controller.reconcile,
         concurrency=config.worker_limit,
@@ -166,6 +180,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await prometheus.close()
+        await routers.close()
 
     # async: kopf runs sync handlers in threads, and the cache and scheduler belong to the loop.
     @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="observe-models", registry=registry)

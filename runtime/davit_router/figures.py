@@ -4,8 +4,9 @@ What the router serves at `/figures?window=30s` — the builtin analysis source 
 canary can be judged with no Prometheus installed. Answers are counted in one-second slots
 (kept for `horizon_seconds`), each with a latency histogram on the runtime's buckets; a
 window's figures sum the slots it covers, and a quantile is read from the summed histogram the
-way Prometheus' histogram_quantile reads one (linear within the bucket that holds it), so the
-two sources agree on the same traffic.
+way Prometheus' histogram_quantile reads one (histogram.py), so the two sources agree on the
+same traffic. The summed histogram is part of the figures, so that the operator can add up
+every router replica's before it reads a quantile.
 
 Pure but for `Ledger`'s slots: the time is an argument everywhere.
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from davit_router.histogram import quantile
 from davit_runtime.metrics import LATENCY_BUCKETS
 
 
@@ -28,30 +29,13 @@ class Figures:
     errors: int  # 5xx answers, the router's own 502/503/504 included
     p50_ms: float | None  # None without a request
     p99_ms: float | None
+    # Answers per latency bucket (LATENCY_BUCKETS, seconds; the last: above them all); empty
+    # without a request.
+    latency_counts: tuple[int, ...] = ()
 
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
-
-
-def quantile(q: float, counts: Sequence[int], bounds: Sequence[float] = LATENCY_BUCKETS) -> float:
-    """The q-quantile (0 < q < 1) of a histogram: `counts[i]` answers at most `bounds[i]`
-    seconds (and above the previous bound); `counts[-1]` (one longer than bounds) those above
-    the last bound. Linear within the bucket; NaN for an empty histogram; the last bound for
-    a quantile above it (the histogram cannot say more)."""
-    total = sum(counts)
-    if total == 0:
-        return math.nan
-    rank = q * total
-    seen = 0.0
-    for i, count in enumerate(counts):
-        if count and seen + count >= rank:
-            if i == len(bounds):
-                return bounds[-1]
-            low = bounds[i - 1] if i > 0 else 0.0
-            return low + (bounds[i] - low) * (rank - seen) / count
-        seen += count
-    return bounds[-1]
 
 
 @dataclass
@@ -84,19 +68,22 @@ class Ledger:
         slot.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def figures(self, revision: str, window_seconds: float, now: float) -> Figures:
-        """`revision`'s answers in the last `window_seconds` before `now` (whole seconds: the
-        slot of `now` counts, so the window is up to a second longer than asked)."""
-        since = int(now) - math.ceil(window_seconds)
-        covered = [s for s in self._slots.get(revision, []) if s.second > since]
-        counts = [sum(c) for c in zip(*(s.latency for s in covered), strict=True)] or []
+        """`revision`'s answers in the `window_seconds` up to `now` (the present, or a past
+        moment for a late reader): whole seconds, the slot of `now` counts, so the window is up
+        to a second longer than asked."""
+        until = int(now)
+        since = until - math.ceil(window_seconds)
+        covered = [s for s in self._slots.get(revision, []) if since < s.second <= until]
+        counts = tuple(sum(c) for c in zip(*(s.latency for s in covered), strict=True))
         requests = sum(s.requests for s in covered)
         if not requests:
             return Figures(0, 0, None, None)
         return Figures(
             requests=requests,
             errors=sum(s.errors for s in covered),
-            p50_ms=1000 * quantile(0.5, counts),
-            p99_ms=1000 * quantile(0.99, counts),
+            p50_ms=1000 * quantile(0.5, counts, LATENCY_BUCKETS),
+            p99_ms=1000 * quantile(0.99, counts, LATENCY_BUCKETS),
+            latency_counts=counts,
         )
 
     def forget(self, revision: str) -> None:

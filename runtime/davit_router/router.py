@@ -468,10 +468,11 @@ class Router:
         if revision is not None and inference:
             self.ledger.record(revision, status, now - started, now)
 
-    def figures(self, window_seconds: float) -> dict[str, Figures]:
-        """Each configured revision's figures over the last `window_seconds`."""
-        now = self._clock()
-        return {name: self.ledger.figures(name, window_seconds, now) for name in self._revisions}
+    def figures(self, window_seconds: float, ago_seconds: float = 0.0) -> dict[str, Figures]:
+        """Each configured revision's figures over the `window_seconds` that ended
+        `ago_seconds` ago."""
+        end = self._clock() - ago_seconds
+        return {name: self.ledger.figures(name, window_seconds, end) for name in self._revisions}
 
     def breaker_phases(self) -> dict[str, str]:
         return {name: r.breaker.phase for name, r in self._revisions.items()}

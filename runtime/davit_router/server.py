@@ -1,12 +1,14 @@
 """The router process: client connections in, its configuration followed, an admin port.
 
 Client connections are HTTP/1.1 with keep-alive (connection.py: pipelined requests answered in
-order) and, on `grpc_port`, gRPC (grpc_front.py). The admin port serves `/metrics`
-(Prometheus), `/figures?window=30s` (each revision's requests, errors and latency quantiles over
-that window: the builtin analysis source), `/healthz` (the process answers), `/readyz` (it can
-route: a configuration is in force and discovery has listed the Services it names) and
-`/config` (the configuration in force, as JSON), apart from the model's traffic so that a model
-path can never shadow them.
+order) and, on `grpc_port`, gRPC (grpc_front.py). The admin port serves, apart from the model's
+traffic so that a model path can never shadow them:
+- `/metrics` (Prometheus);
+- `/figures?window=30s[&end=UNIX]`: each revision's requests, errors, latency quantiles and
+  histogram over that window, ending now or at `end` (the builtin analysis source);
+- `/healthz` (the process answers) and `/readyz` (it can route: a configuration is in force
+  and discovery has listed the Services it names);
+- `/config`: the configuration in force, as JSON.
 
 The configuration comes from one of two sources:
 - `ConfigMapSource`, in a cluster: the operator's ConfigMap, watched through the API
@@ -27,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +52,7 @@ from davit_router.http1 import Request, Response
 from davit_router.kubeapi import AccessError, ClusterAccess, KubeClient
 from davit_router.metrics import CONTENT_TYPE, RouterMetrics
 from davit_router.router import Router
+from davit_runtime.metrics import LATENCY_BUCKETS
 
 logger = logging.getLogger(__name__)
 
@@ -379,6 +384,20 @@ class RouterServer:
         if window is None or not 0 < window <= horizon:
             message = f"window {raw!r}: expected a duration up to {horizon}s, such as 30s or 2m"
             return _json(400, {"error": message})
+        now = time.time()
+        raw_end = query.get("end", [""])[-1]
+        try:
+            end = float(raw_end) if raw_end else now
+        except ValueError:
+            end = math.nan
+        # An end a little ahead of this clock (another machine's) reads up to now.
+        ago = max(0.0, now - end) if math.isfinite(end) else math.inf
+        if ago + window > horizon:
+            message = (
+                f"end {raw_end!r}: expected a Unix time whose window lies within the last "
+                f"{horizon}s (the figures kept)"
+            )
+            return _json(400, {"error": message})
         revisions = {
             name: {
                 "requests": f.requests,
@@ -386,7 +405,15 @@ class RouterServer:
                 "errorRate": f.error_rate,
                 "p50Ms": f.p50_ms,
                 "p99Ms": f.p99_ms,
+                "latencyCounts": list(f.latency_counts),
             }
-            for name, f in self.router.figures(window).items()
+            for name, f in self.router.figures(window, ago).items()
         }
-        return _json(200, {"windowSeconds": window, "revisions": revisions})
+        return _json(200, {
+            "windowSeconds": window,
+            "end": now - ago,
+            # The buckets' upper bounds; each revision's latencyCounts has one more (above all),
+            # so that every replica's can be added up before a quantile is read.
+            "latencyBoundsSeconds": list(LATENCY_BUCKETS),
+            "revisions": revisions,
+        })  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from davit_operator import api
-from davit_operator.planners.analysis import Figures, Window, due, judge
+from davit_operator.planners.analysis import Figures, Source, Window, due, judge, source_of
 from davit_operator.planners.rollout import Verdict
 
 # maxErrorRate 1 %, maxP99LatencyMs 250, minRequests 20 (the defaults).
@@ -89,3 +89,35 @@ START = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
 )
 def test_due(since: datetime | None, now: datetime, want: Window | None) -> None:
     assert due(since, api.Analysis(), now) == want
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    reason: str
+    provider: str
+    prometheus_url: str
+    want: Source | None
+
+
+SOURCES = [
+    SourceCase("a Prometheus named is read, with no router", "none", "http://prom:9090",
+               Source.PROMETHEUS),
+    # The user chose their Prometheus (its recording rules, its retention): it wins.
+    SourceCase("a Prometheus named is read, even behind the router", "builtin",
+               "http://prom:9090", Source.PROMETHEUS),
+    # The router sees every request: analysis needs nothing installed.
+    SourceCase("behind the router with no Prometheus, the router's figures", "builtin", "",
+               Source.ROUTER),
+    SourceCase("a Gateway's traffic and no Prometheus: no source", "gatewayAPI", "", None),
+    SourceCase("replica split and no Prometheus: no source", "none", "", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SOURCES, ids=[c.reason for c in SOURCES])
+def test_source_of(case: SourceCase) -> None:
+    spec = api.ModelDeploymentSpec.model_validate({
+        "model": {"uri": "pvc://models/resnet/v1"},
+        "traffic": {"provider": case.provider},
+    })  # fmt: skip
+    settings = api.Analysis.model_validate({"prometheus": {"url": case.prometheus_url}})
+    assert source_of(spec, settings) == case.want

@@ -16,7 +16,7 @@ from davit_operator import api
 from davit_operator.caches import ClusterCache
 from davit_operator.config import OperatorConfig
 from davit_operator.controller import Controller
-from davit_operator.planners import children
+from davit_operator.planners import analysis, children
 from davit_operator.planners.analysis import Figures, Window
 from davit_operator.planners.reconcile import ChildRef, Event, with_spec_hash
 from davit_operator.planners.revision import revision_hash
@@ -83,6 +83,12 @@ class Source:
 NO_FIGURES = Source({})
 
 
+def controller_for(kube: Any, cache: ClusterCache, clock: Any, figures: Any) -> Controller:
+    """A controller over a recording stand-in for Kube, reading every source's figures from
+    `figures`."""
+    return Controller(CONFIG, kube, cache, clock, sources=dict.fromkeys(analysis.Source, figures))
+
+
 class Clock:
     def __init__(self, now: float) -> None:
         self.now = now
@@ -107,7 +113,7 @@ def start() -> tuple[Controller, ClusterCache, RecordingApi, Clock, dict[str, An
     cache.upsert(api.KIND, model())
     recording = RecordingApi(cache)
     clock = Clock(1000.0)
-    controller = Controller(CONFIG, recording, cache, clock, figures=NO_FIGURES)  # type: ignore[arg-type]
+    controller = controller_for(recording, cache, clock, NO_FIGURES)
     assert asyncio.run(controller.reconcile(KEY)) is None
     assert recording.applied == [
         "Deployment",
@@ -210,7 +216,7 @@ def test_a_route_the_cluster_cannot_hold_is_refused_with_what_to_install() -> No
     cache = ClusterCache()
     cache.upsert(api.KIND, routed_model())
     recording = NoGatewayApi(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
+    controller = controller_for(recording, cache, Clock(1000.0), NO_FIGURES)
     with pytest.raises(RetryLaterError):  # retried with backoff, not in a hot loop
         asyncio.run(controller.reconcile(KEY))
     [status] = recording.status_patches
@@ -240,7 +246,7 @@ def test_a_model_whose_namespace_is_gone_is_let_go_quietly() -> None:
     cache = ClusterCache()
     cache.upsert(api.KIND, model())
     recording = NamespaceGone(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
+    controller = controller_for(recording, cache, Clock(1000.0), NO_FIGURES)
     assert asyncio.run(controller.reconcile(KEY)) is None  # no error, so no retry, no traceback
     assert recording.status_patches == []
     assert recording.events == []
@@ -266,20 +272,25 @@ def test_a_model_deleted_before_its_status_write_is_let_go_quietly() -> None:
     cache = ClusterCache()
     cache.upsert(api.KIND, model())
     recording = ModelGone(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
+    controller = controller_for(recording, cache, Clock(1000.0), NO_FIGURES)
     assert asyncio.run(controller.reconcile(KEY)) is None
     assert recording.events == []
 
 
-def at_analysis(since: datetime.datetime) -> tuple[ClusterCache, str, str]:
-    """A canary of v4 beside stable v3 at 50 %, at its analysis step, measuring since `since`."""
+def at_analysis(
+    since: datetime.datetime, *, builtin: bool = False
+) -> tuple[ClusterCache, str, str]:
+    """A canary of v4 beside stable v3 at 50 %, at its analysis step, measuring since `since`:
+    from a Prometheus, or (`builtin`) behind the Davit router with no Prometheus named."""
     body = model()
     body["spec"]["replicas"] = 4
+    source = {} if builtin else {"prometheus": {"url": "http://prom:9090"}}
     body["spec"]["rollout"] = {
         "steps": [{"setWeight": 50}, {"analysis": {}}],
-        "analysis": {"interval": "10s", "failureLimit": 0,
-                     "prometheus": {"url": "http://prom:9090"}},
-    }  # fmt: skip
+        "analysis": {"interval": "10s", "failureLimit": 0, **source},
+    }
+    if builtin:
+        body["spec"]["traffic"] = {"provider": "builtin"}
     stable_spec = api.ModelDeploymentSpec.model_validate(body["spec"])
     body["spec"]["model"] = {"uri": "pvc://models/resnet/v4"}
     canary_spec = api.ModelDeploymentSpec.model_validate(body["spec"])
@@ -313,7 +324,7 @@ def test_a_measurement_due_reads_both_revisions_over_its_window() -> None:
     cache, stable, canary = at_analysis(since)
     source = Source({stable: Figures(4000, 4, 30), canary: Figures(400, 0, 35)})
     recording = AnalysedApi(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=source)  # type: ignore[arg-type]
+    controller = controller_for(recording, cache, Clock(1000.0), source)
     asyncio.run(controller.reconcile(KEY))
     # The window the status names (not up to now), once per revision.
     window = Window(since, since + datetime.timedelta(seconds=10))
@@ -330,6 +341,23 @@ def test_a_measurement_due_reads_both_revisions_over_its_window() -> None:
     assert "RolloutStepCompleted" in recording.events
 
 
+def test_a_builtin_models_measurement_reads_the_routers_figures() -> None:
+    since = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(
+        seconds=60
+    )
+    cache, stable, canary = at_analysis(since, builtin=True)
+    routers = Source({stable: Figures(4000, 4, 30), canary: Figures(400, 0, 35)})
+    prometheus = Source({})  # would fail: no revision known
+    sources = {analysis.Source.PROMETHEUS: prometheus, analysis.Source.ROUTER: routers}
+    recording = AnalysedApi(cache)
+    controller = Controller(CONFIG, recording, cache, Clock(1000.0), sources=sources)  # type: ignore[arg-type]
+    asyncio.run(controller.reconcile(KEY))
+    assert sorted(subject.revision for subject, _ in routers.asked) == sorted([stable, canary])
+    assert prometheus.asked == []
+    [status] = recording.status_patches
+    assert status["currentStep"] == 2  # passed on the routers' figures
+
+
 def test_a_source_that_fails_is_no_verdict_and_no_error() -> None:
     since = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(
         seconds=60
@@ -337,7 +365,7 @@ def test_a_source_that_fails_is_no_verdict_and_no_error() -> None:
     cache, _, _ = at_analysis(since)
     recording = AnalysedApi(cache)
     source, clock = Source({}), Clock(1000.0)
-    controller = Controller(CONFIG, recording, cache, clock, figures=source)  # type: ignore[arg-type]
+    controller = controller_for(recording, cache, clock, source)
     wake = asyncio.run(controller.reconcile(KEY))
     assert wake is not None  # the same window is read again later
     assert len(source.asked) == 2  # each revision once
@@ -404,7 +432,7 @@ def test_a_spec_change_first_seen_in_a_status_answer_runs_the_pass_again_at_once
     cache.upsert(api.KIND, model())
     clock = Clock(1000.0)
     changed = SpecChangedMeanwhile(cache)
-    controller = Controller(CONFIG, changed, cache, clock, figures=NO_FIGURES)  # type: ignore[arg-type]
+    controller = controller_for(changed, cache, clock, NO_FIGURES)
     # The newer spec is in the cache now, and no event will wake the model for it: the pass
     # asks to run again at once.
     assert asyncio.run(controller.reconcile(KEY)) == clock.now
@@ -419,7 +447,7 @@ def test_the_routers_role_is_written_before_the_binding_that_names_it() -> None:
     routed["spec"]["traffic"] = {"provider": "builtin"}
     cache.upsert(api.KIND, routed)
     recording = RecordingApi(cache)
-    controller = Controller(CONFIG, recording, cache, Clock(1000.0), figures=NO_FIGURES)  # type: ignore[arg-type]
+    controller = controller_for(recording, cache, Clock(1000.0), NO_FIGURES)
     asyncio.run(controller.reconcile(KEY))
     # The API server checks a RoleBinding against its Role: one applied first is refused.
     assert recording.applied[0] == "Role"
@@ -435,5 +463,5 @@ def test_a_fix_that_lands_during_a_refusal_is_planned_at_once_not_after_the_back
     cache = ClusterCache()
     cache.upsert(api.KIND, routed_model())
     clock = Clock(1000.0)
-    controller = Controller(CONFIG, RefusedThenFixed(cache), cache, clock, figures=NO_FIGURES)  # type: ignore[arg-type]
+    controller = controller_for(RefusedThenFixed(cache), cache, clock, NO_FIGURES)
     assert asyncio.run(controller.reconcile(KEY)) == clock.now  # no RetryLaterError

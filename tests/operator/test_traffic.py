@@ -215,6 +215,8 @@ def test_the_weight_reported_is_what_traffic_gets(case: WeightCase) -> None:
 
 
 BUILTIN = md(replicas=4, rollout={"steps": STEPS}, traffic={"provider": "builtin"})
+BLUE_GREEN_BUILTIN = md(replicas=4, rollout={"strategy": "blueGreen", "steps": [{"pause": {}}]},
+                        traffic={"provider": "builtin"})  # fmt: skip
 
 
 def router_weights(manifest: dict[str, Any]) -> dict[str, int]:
@@ -271,6 +273,15 @@ ROUTER_CASES = [
                         "ConfigMap/resnet-router", "ServiceAccount/resnet-router",
                         "Role/resnet-router", "RoleBinding/resnet-router",
                         "Deployment/resnet-router", "PodDisruptionBudget/resnet-router"]),
+    # blueGreen behind the router, as behind a Gateway: 0 % at full size, then one switch.
+    RouterCase("blueGreen's new revision at full size has no weight in the router",
+               rolling(currentStep=0, canaryWeight=0), (stable(), canary(ready=4)),
+               model=BLUE_GREEN_BUILTIN, want={STABLE: 100, CANARY: 0}),
+    RouterCase("blueGreen switches the router's weights at once",
+               rolling(currentStep=1, canaryWeight=0), (stable(), canary(ready=4)),
+               model=BLUE_GREEN_BUILTIN,
+               children=router_children([(STABLE, 100), (CANARY, 0)]),
+               want={CANARY: 100}, deleted=[f"Service/resnet-{STABLE}"]),
 ]  # fmt: skip
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 
-from davit_router.figures import Figures, Ledger, quantile
+from davit_router.figures import Figures, Ledger
+from davit_router.histogram import quantile
+from davit_runtime.metrics import LATENCY_BUCKETS
 
 BOUNDS = (0.001, 0.002, 0.005)
 
@@ -51,6 +55,12 @@ def test_a_window_counts_its_requests_errors_and_latency() -> None:
     # 99 answers in the runtime's (2 ms, 3 ms] bucket: the median and p99 fall in it.
     assert figures.p50_ms == pytest.approx(2 + 50 / 99)
     assert figures.p99_ms == pytest.approx(3.0)
+    # The histogram itself, for a sum over router replicas: 99 in (2 ms, 3 ms], 1 in
+    # (100 ms, 250 ms], one count per bucket and one above them all.
+    counts = figures.latency_counts
+    assert len(counts) == len(LATENCY_BUCKETS) + 1
+    assert (sum(counts), counts[LATENCY_BUCKETS.index(0.003)]) == (100, 99)
+    assert counts[LATENCY_BUCKETS.index(0.25)] == 1
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,9 @@ WINDOWS = [
     WindowCase("an answer before the window does not", (89.9, 95.0), 10, 100.5, 1),
     WindowCase("an answer in the current second counts", (100.9,), 10, 100.95, 1),
     WindowCase("nothing recorded is nothing", (), 10, 100.0, 0),
+    # A late reader asks for a window that ended earlier: what came after it is not in it.
+    WindowCase("an answer after a past window's end does not count", (95.0, 105.0), 10, 100.5,
+               1),
 ]  # fmt: skip
 
 
@@ -88,3 +101,15 @@ def test_answers_older_than_the_horizon_are_dropped() -> None:
 
 def test_a_revision_without_answers_has_no_figures() -> None:
     assert Ledger().figures("canary", 30, now=10.0) == Figures(0, 0, None, None)
+
+
+def test_the_histogram_module_needs_the_standard_library_only() -> None:
+    # The operator's image imports it to add up the routers' histograms, without the router's
+    # dependencies; a fresh interpreter shows what importing it pulls in.
+    code = (
+        "import sys, davit_router.histogram; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'prometheus_client', 'httptools', 'orjson', 'grpc', 'numpy', 'torch'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ fails (`FAIL`) or not (`OK`).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import signal
 import socket
@@ -27,6 +28,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from davit_operator import api
+from davit_operator.planners.analysis import Figures, Window
+from davit_operator.sources import RouterFigures, SourceError, Subject
 from davit_router.testing import RunningRouter, launch_router
 from davit_runtime.testing import RunningServer, launch_server, write_model_repository
 
@@ -86,7 +90,8 @@ def start_router(tmp_path: Path) -> Iterator[Any]:
     routers: list[RunningRouter] = []
 
     def start(document: dict[str, Any]) -> RunningRouter:
-        router = launch_router(tmp_path / "router.json", document, tmp_path / "router.log")
+        name = f"router-{len(routers)}"
+        router = launch_router(tmp_path / f"{name}.json", document, tmp_path / f"{name}.log")
         routers.append(router)
         return router
 
@@ -229,9 +234,58 @@ def test_the_figures_give_each_revisions_requests_errors_and_latency(
     assert (canary["requests"], canary["errors"], canary["errorRate"]) == (30, 10, 1 / 3)
     assert 0 < canary["p50Ms"] <= canary["p99Ms"] < 1000
     assert figures["windowSeconds"] == 60
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"http://{router.admin}/figures?window=soon")
-    assert refused.value.code == 400
+    # The histogram the quantiles come from, for a sum over replicas: one count per bound and
+    # one above them all.
+    assert len(canary["latencyCounts"]) == len(figures["latencyBoundsSeconds"]) + 1
+    assert sum(canary["latencyCounts"]) == 30
+    # A window that ended before these requests (a late reader's) holds none of them.
+    earlier = time.time() - 120
+    with urllib.request.urlopen(
+        f"http://{router.admin}/figures?window=1m&end={earlier}"
+    ) as response:
+        before = json.load(response)
+    assert before["revisions"][CANARY]["requests"] == 0
+    assert before["end"] == pytest.approx(earlier, abs=0.01)
+    for query in ("window=soon", "window=1m&end=1", "window=1m&end=tomorrow"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{router.admin}/figures?{query}")
+        assert refused.value.code == 400, query
+
+
+def test_the_operators_router_source_adds_up_every_router_replicas_figures(
+    revisions: Revisions, start_router: Any
+) -> None:
+    first = start_router(config(revisions, {STABLE: 50, CANARY: 50}))
+    second = start_router(config(revisions, {STABLE: 50, CANARY: 50}))
+    send(first, 40, OK, concurrency=1)  # 20 to each revision
+    send(second, 10, FAIL, headers={"x-davit-revision": CANARY})
+    send(second, 6, OK, headers={"x-davit-revision": STABLE})
+    end = datetime.datetime.now(datetime.UTC)
+    window = Window(end - datetime.timedelta(seconds=60), end)
+    admins = [first.admin, second.admin]
+
+    async def listed(namespace: str, name: str) -> list[str]:
+        assert (namespace, name) == ("ml", "resnet")
+        return admins
+
+    async def read(revision: str) -> Figures:
+        source = RouterFigures(listed, timeout_seconds=5)
+        try:
+            return await source.figures(api.Analysis(), Subject("ml", "resnet", revision), window)
+        finally:
+            await source.close()
+
+    canary, stable = asyncio.run(read(CANARY)), asyncio.run(read(STABLE))
+    assert (canary.requests, canary.errors) == (30, 10)
+    assert (stable.requests, stable.errors) == (26, 0)
+    assert canary.p99_ms is not None
+    assert stable.p99_ms is not None
+    assert 0 < stable.p99_ms < 1000
+    # A replica that cannot answer makes the measurement unreadable (part of the traffic
+    # would judge the canary), not a smaller sum.
+    assert second.stop() == 0
+    with pytest.raises(SourceError, match=f"router {second.admin} unreachable"):
+        asyncio.run(read(CANARY))
 
 
 def test_a_backend_killed_under_load_is_ejected_then_returns_after_its_ejection(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from davit_operator import api
 from davit_operator.planners.revision import revision_hash
@@ -55,14 +56,23 @@ class Judgement:
     message: str  # every check made, with its figures, for people
 
 
+class Source(StrEnum):
+    """Where a measurement's figures are read (sources/)."""
+
+    PROMETHEUS = "prometheus"  # rollout.analysis.prometheus.url
+    ROUTER = "router"  # the builtin router's replicas' own /figures
+
+
 @dataclass(frozen=True)
 class Due:
-    """A measurement whose interval is over: the caller reads these revisions' figures."""
+    """A measurement whose interval is over: the caller reads these revisions' figures from
+    `source`."""
 
     window: Window
     settings: api.Analysis
     canary: str
     stable: str
+    source: Source = Source.PROMETHEUS
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,15 @@ class Measurement:
     problem: str | None = None
 
 
-def has_source(settings: api.Analysis) -> bool:
-    """Whether the settings name a source to read figures from."""
-    return bool(settings.prometheus.url)
+def source_of(spec: api.ModelDeploymentSpec, settings: api.Analysis) -> Source | None:
+    """Where the figures come from: the Prometheus the settings name, where they name one;
+    else, with traffic.provider builtin, the router's own figures (it sees every request, so
+    analysis needs nothing installed); else nowhere (an analysis step holds for a person)."""
+    if settings.prometheus.url:
+        return Source.PROMETHEUS
+    if spec.traffic.provider == api.TrafficProvider.BUILTIN:
+        return Source.ROUTER
+    return None
 
 
 def measurement_due(
@@ -92,12 +108,13 @@ def measurement_due(
         return None
     state = RolloutState.of(status)
     settings = current_analysis(spec.rollout, state)
-    if settings is None or not has_source(settings):
+    source = source_of(spec, settings) if settings is not None else None
+    if settings is None or source is None:
         return None
     window = due(state.analysis_since, settings, now)
     if window is None or revision_hash(spec) != canary:
         return None  # still running, or the spec moved on to another revision
-    return Due(window, settings, canary, stable)
+    return Due(window, settings, canary, stable, source)
 
 
 def assess(measurement: Measurement) -> tuple[Measured, api.AnalysisRecord] | None:

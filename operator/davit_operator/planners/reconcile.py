@@ -244,7 +244,7 @@ def plan_canary(
     current = rollout.current_analysis(spec.rollout, state)
     facts = replace(
         canary_facts(target, spec, stable_deployment, observed),
-        can_analyse=current is not None and analysis.has_source(current),
+        can_analyse=current is not None and analysis.source_of(spec, current) is not None,
         measured=assessed[0] if assessed is not None else None,
         measure_problem=measurement.problem if measurement is not None else None,
     )

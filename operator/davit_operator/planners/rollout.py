@@ -520,9 +520,9 @@ def run_step(rollout: api.Rollout, state: RolloutState, facts: Facts, now: datet
             state,
             facts,
             "NoAnalysisSource",
-            f"step {state.step + 1} of {len(rollout.steps)} is an analysis step and "
-            f"rollout.analysis.prometheus.url names no source: the rollout holds at "
-            f"{state.weight} % (`kubectl davit promote` passes it)",
+            f"step {state.step + 1} of {len(rollout.steps)} is an analysis step and it has "
+            f"no source (rollout.analysis.prometheus.url, or traffic.provider builtin): the "
+            f"rollout holds at {state.weight} % (`kubectl davit promote` passes it)",
         )
     return analyse(state, rollout, step_analysis(rollout, step), facts, now)
 
