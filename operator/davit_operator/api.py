@@ -568,6 +568,22 @@ class Traffic(ApiModel):
         description="Provider builtin: the router's outlier ejection of failing pods and its "
         "breaker per revision.",
     )
+    max_concurrent_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Provider builtin: requests in flight to one revision through one router "
+        "pod at most (0: no cap). At the cap, requests are refused with 429 by their "
+        "criticality (header x-davit-criticality): sheddable ones from 80 % of it, standard "
+        "ones at it, critical ones only past a reserve of a quarter more.",
+    )
+    sheddable_queue_depth: int = Field(
+        default=32,
+        ge=0,
+        description="Provider builtin: once every pod of a revision has this many requests "
+        "queued (as the runtime reports) or in flight, the router refuses its sheddable "
+        "requests (x-davit-criticality: sheddable) with 429 without sending them; standard "
+        "and critical ones still go (0: never on queue depth).",
+    )
 
 
 # CEL: the spec asks for a blue-green rollout.

@@ -36,7 +36,7 @@ from davit_operator.planners.observe import ChildKey
 from davit_operator.planners.reconcile import ChildRef, Event, Plan, Scale, plan, refusal
 from davit_operator.planners.rollout import parse_duration
 from davit_operator.scheduler import RetryLaterError
-from davit_operator.sources import FigureSource, SourceError, Subject
+from davit_operator.sources import FigureSource, SourceError, Subject, WindowGoneError
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ class Controller:
             )
         except SourceError as error:
             logger.warning("%s/%s: canary analysis: %s", namespace, name, error)
-            return analysis.Measurement(due, None, None, str(error))
+            expired = isinstance(error, WindowGoneError)
+            return analysis.Measurement(due, None, None, str(error), expired)
         return analysis.Measurement(due, canary, stable)
 
     async def _write_status(self, key: Key, status: dict[str, Any]) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from davit_operator.planners import analysis
 from davit_operator.planners.children import ROUTER_ADMIN_PORT
 from davit_operator.scheduler import Backoff, Scheduler, retry_delay
 from davit_operator.sources import FigureSource, Prometheus, RouterFigures
+from davit_router.hostport import host_port
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +114,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig, kube: Kube
 
     async def router_admins(namespace: str, name: str) -> list[str]:
         ips = await kube.ready_pod_ips(namespace, naming.router_selector(name))
-        # An IPv6 address is bracketed, so that the port stays apart.
-        return [f"[{ip}]:{ROUTER_ADMIN_PORT}" if ":" in ip else f"{ip}:{ROUTER_ADMIN_PORT}"
-                for ip in ips]  # fmt: skip
+        return [host_port(ip, ROUTER_ADMIN_PORT) for ip in ips]
 
     routers = RouterFigures(router_admins, timeout_seconds=config.analysis_timeout_seconds)
     sources: dict[analysis.Source, FigureSource] = {

@@ -124,16 +124,20 @@ def _closed(state: BreakerState, now: float) -> BreakerState:
     return _restarted(state, now, Phase.CLOSED)
 
 
-def admit(state: BreakerState, now: float, settings: BreakerSettings) -> tuple[bool, BreakerState]:
+def admit(
+    state: BreakerState, now: float, settings: BreakerSettings, limit: int | None = None
+) -> tuple[bool, BreakerState]:
     """Whether a request may go to the revision now, and the state after the decision.
 
-    Refused: while `max_concurrent` (> 0) requests are in flight, in any phase, without any
-    other change; while open and `open_seconds` have not passed since the opening; half-open,
-    once `half_open_probes` probes were let through (until their answers close or reopen the
+    Refused: while `limit` (> 0; by default `max_concurrent`, which a request's criticality
+    may move: criticality.py) requests are in flight, in any phase, without any other change;
+    while open and `open_seconds` have not passed since the opening; half-open, once
+    `half_open_probes` probes were let through (until their answers close or reopen the
     breaker). An open breaker whose time is over turns half-open here, and the request that
     found it so is its first probe.
     """
-    if settings.max_concurrent > 0 and state.in_flight >= settings.max_concurrent:
+    cap = settings.max_concurrent if limit is None else limit
+    if cap > 0 and state.in_flight >= cap:
         return False, state
     current = state
     if current.phase is Phase.OPEN:
@@ -202,8 +206,8 @@ class Breaker:
         time is over reads open until a request finds it half-open)."""
         return self.state.phase.value
 
-    def admit(self, now: float) -> bool:
-        admitted, self.state = admit(self.state, now, self.settings)
+    def admit(self, now: float, limit: int | None = None) -> bool:
+        admitted, self.state = admit(self.state, now, self.settings, limit)
         return admitted
 
     def finish(self, ok: bool, now: float) -> None:

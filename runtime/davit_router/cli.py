@@ -43,7 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument(
         "--config", type=Path, metavar="FILE", help="read the JSON configuration from a file"
     )
-    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument(
+        "--host",
+        default="",
+        help="address to listen on (default: every interface, IPv4 and IPv6)",
+    )
     serve.add_argument("--port", type=int, default=8080, help="traffic port (0: any free)")
     serve.add_argument(
         "--admin-port",
@@ -106,7 +110,8 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     # Where to ask /readyz while the first configuration is awaited (the router logs why).
-    print(f"{ADMIN_PREFIX}admin={args.host}:{await server.open_admin()}", flush=True)
+    shown = args.host or "*"
+    print(f"{ADMIN_PREFIX}admin={shown}:{await server.open_admin()}", flush=True)
     starting = asyncio.ensure_future(server.start())
     stopped = asyncio.ensure_future(stopping.wait())
     await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -116,9 +121,9 @@ async def serve(args: argparse.Namespace) -> None:
         return
     ports = starting.result()
     # Tests and scripts wait for this line to know the (possibly random) ports.
-    line = f"{READY_PREFIX}http={args.host}:{ports.http} admin={args.host}:{ports.admin}"
+    line = f"{READY_PREFIX}http={shown}:{ports.http} admin={shown}:{ports.admin}"
     if ports.grpc is not None:
-        line += f" grpc={args.host}:{ports.grpc}"
+        line += f" grpc={shown}:{ports.grpc}"
     print(line, flush=True)
     await stopped
     await server.stop()

@@ -15,6 +15,7 @@ path, and the router keeps serving with the configuration it had.
       "breaker": {"minRequests": 20, "openSeconds": 5, "halfOpenProbes": 3,
                   "maxConcurrent": 0},
       "shadow": {"revision": "232d26766d", "percent": 10},
+      "sheddableQueueDepth": 16,
       "revisions": [
         {"name": "0ld57ab1e", "weight": 90, "endpoints": ["10.0.0.1:8080", "10.0.0.2:8080"]},
         {"name": "232d26766d", "weight": 10, "endpoints": ["10.0.0.3:8080"],
@@ -94,6 +95,9 @@ class RouterConfig:
     circuit_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     breaker: Breaker = field(default_factory=Breaker)
     shadow: Shadow | None = None
+    # Queued plus in flight at every endpoint of a revision from which its sheddable requests
+    # are refused (criticality.py); 0: never for that.
+    sheddable_queue_depth: int = 0
 
     @property
     def weights(self) -> list[tuple[str, int]]:
@@ -158,7 +162,8 @@ def _endpoints(value: Any, where: str) -> tuple[str, ...]:
 def parse(document: Any) -> RouterConfig:
     """The configuration in `document` (decoded JSON), or ConfigError naming what is wrong."""
     top = _object(document, "config", {"model", "timeoutMs", "retries", "circuitBreaker",
-                                       "breaker", "revisions", "shadow"})  # fmt: skip
+                                       "breaker", "revisions", "shadow",
+                                       "sheddableQueueDepth"})  # fmt: skip
     model = top.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigError(f"model: expected a name, got {model!r}")
@@ -234,6 +239,7 @@ def parse(document: Any) -> RouterConfig:
         circuit_breaker=breaker,
         breaker=revision_breaker,
         shadow=shadow,
+        sheddable_queue_depth=_int(top.get("sheddableQueueDepth", 0), "sheddableQueueDepth", 0),
     )
 
 

@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from davit_router.config import RouterConfig
-from davit_router.kubeapi import KubeClient, ListWatch, host_port
+from davit_router.hostport import host_port
+from davit_router.kubeapi import KubeClient, ListWatch
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +170,6 @@ class EndpointSliceWatcher:
             watch_seconds=watch_seconds,
             sleep=sleep,
         )
-
-    @property
-    def listed(self) -> bool:
-        """Whether the slices have been listed once (what is found may still be nothing)."""
-        return self._published is not None
 
     async def run(self) -> None:
         await self._watch.run()

@@ -17,7 +17,7 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
-from davit_router.histogram import quantile
+from davit_router.histogram import FIGURES_HORIZON_SECONDS, quantile
 from davit_runtime.metrics import LATENCY_BUCKETS
 
 
@@ -49,7 +49,7 @@ class _Slot:
 class Ledger:
     """Per revision, the last `horizon_seconds` of answers in one-second slots."""
 
-    def __init__(self, horizon_seconds: int = 600) -> None:
+    def __init__(self, horizon_seconds: int = FIGURES_HORIZON_SECONDS) -> None:
         self.horizon_seconds = horizon_seconds
         self._slots: dict[str, list[_Slot]] = {}
 

@@ -24,12 +24,15 @@ from functools import partial
 
 import grpc
 
+from davit_router import criticality
+from davit_router.criticality import CriticalityError
 from davit_router.outlier import Outcome
-from davit_router.router import REVISION_HEADER, Attempt, Failure, Router, Transport
+from davit_router.router import REVISION_HEADER, SHED, Attempt, Failure, Router, Transport
 
 logger = logging.getLogger(__name__)
 
 _PINNED = REVISION_HEADER.decode()
+_CRITICALITY = criticality.HEADER.decode()
 _STREAMING = frozenset({"/inference.GRPCInferenceService/ModelStreamInfer"})
 _INFER = "/inference.GRPCInferenceService/ModelInfer"
 # Metadata that belongs to the client's own call, not to the one the router makes.
@@ -51,6 +54,9 @@ _FAILURE_CODES = {
     Failure.NO_ENDPOINT: grpc.StatusCode.UNAVAILABLE,
     Failure.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     Failure.UNANSWERED: grpc.StatusCode.UNAVAILABLE,
+    # As the runtime sheds load: the client may try again later.
+    Failure.SATURATED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Failure.CONCURRENCY: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -138,6 +144,13 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no st
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"no revision {pinned!r} here (serving: {serving})",
             )
+        try:
+            level = criticality.parse(
+                next((str(v) for k, v in metadata if k == _CRITICALITY), None)
+            )
+        except CriticalityError as error:
+            self._router.record(None, 400, started, inference=method == _INFER)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         forwarded = tuple((k, v) for k, v in metadata if k not in _OWN_METADATA)
         client_left = context.time_remaining()
 
@@ -154,14 +167,14 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no st
                 return Attempt(answer, outcome, may_retry, http_status(code))
             return Attempt(GrpcAnswer(grpc.StatusCode.OK, body), Outcome.SUCCESS, False, 200)
 
-        routed = await self._router.route(pinned, Transport.GRPC, send, started)
+        routed = await self._router.route(pinned, Transport.GRPC, send, started, level=level)
         if routed.revision is not None:
             await context.send_initial_metadata(((_PINNED, routed.revision),))
         if routed.answer is None:
             assert routed.failure is not None
-            self._router.record(
-                routed.revision, routed.failure.status, started, inference=method == _INFER
-            )
+            # A request refused by criticality was never sent: not in the revision's figures.
+            counted = None if routed.failure in SHED else routed.revision
+            self._router.record(counted, routed.failure.status, started, inference=method == _INFER)
             where = f"revision {routed.revision}: " if routed.revision else ""
             await context.abort(_FAILURE_CODES[routed.failure], where + routed.failure.text)
         answer = routed.answer

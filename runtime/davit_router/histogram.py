@@ -12,6 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+# How long a router keeps its answers' figures (figures.Ledger's horizon): a window that began
+# longer ago cannot be read from it.
+FIGURES_HORIZON_SECONDS = 600
+
 
 def quantile(q: float, counts: Sequence[int], bounds: Sequence[float]) -> float:
     """The q-quantile (0 < q < 1) of a histogram: `counts[i]` answers at most `bounds[i]`

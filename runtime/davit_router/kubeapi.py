@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import json
 import logging
 import ssl
@@ -34,20 +33,13 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from davit_router.hostport import host_port
+
 logger = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 Document = dict[str, Any]
-
-
-def host_port(address: str, port: int) -> str:
-    """`address:port`, an IPv6 address bracketed (`[fd00::1]:8080`) so the port stays apart."""
-    try:
-        is_v6 = ipaddress.ip_address(address).version == 6
-    except ValueError:  # an FQDN slice's name
-        is_v6 = False
-    return f"[{address}]:{port}" if is_v6 else f"{address}:{port}"
 
 
 FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS = 1.0, 30.0
@@ -407,6 +399,7 @@ class _GoneError(Exception):
 
 
 Expected = (OSError, TimeoutError, ApiError, ProtocolError, AccessError)
+MIN_WATCH_SECONDS = 1.0  # a watch that ends sooner is asked again only after this long
 
 
 class ListWatch:
@@ -428,8 +421,10 @@ class ListWatch:
         *,
         watch_seconds: int = 300,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        min_watch_seconds: float = MIN_WATCH_SECONDS,
     ) -> None:
         self._client = client
+        self._min_watch_seconds = min_watch_seconds
         self._path = path
         self.what = what
         self._on_list = on_list
@@ -447,7 +442,12 @@ class ListWatch:
                 if resource_version is None:
                     resource_version = await self._list()
                     self._recovered()
+                began = time.monotonic()
                 resource_version = await self._watch(resource_version)
+                if time.monotonic() - began < self._min_watch_seconds:
+                    # Ended at once without an error (a proxy that closes streams?): not a
+                    # failure, but not a reason to ask again in a tight loop either.
+                    await self._sleep(self._min_watch_seconds)
             except _GoneError:
                 resource_version = None  # at once: the API server is there, our version is old
             except Expected as error:

@@ -54,6 +54,14 @@ class RouterMetrics:
             ["revision", "outcome"],
             registry=self.registry,
         )
+        self.shed = Counter(
+            "davit_router_shed",
+            "Requests the router refused by their criticality (429, never sent): `reason` "
+            "saturated (every endpoint queued past sheddableQueueDepth) or concurrency (the "
+            "class's share of breaker.maxConcurrent taken).",
+            ["revision", "criticality", "reason"],
+            registry=self.registry,
+        )
         self.breaker_open = Gauge(
             "davit_router_breaker_open",
             "1 while the revision's breaker is open or half-open.",

@@ -10,6 +10,10 @@
                the retry budget; a 429 is back-pressure: tried once more on an endpoint that
                has not said it is full, else passed on with its Retry-After
     deadline   the model's `timeoutMs` over all attempts: 504 when it passes
+    shedding   by the request's criticality (`x-davit-criticality`, criticality.py): a
+               sheddable request is refused (429) when its revision is saturated or past its
+               class's share of the concurrency cap, and not retried on a 429; a critical one
+               may go past the cap into a reserve
 
 The decisions are the pure modules' (weights, balancer, outlier, breaker, budget); this holds
 their state for the configuration in force. `Router.route` is the way itself, the same for
@@ -32,10 +36,11 @@ from typing import Generic, TypeVar
 
 import orjson
 
-from davit_router import balancer
+from davit_router import balancer, criticality
 from davit_router.breaker import Breaker, BreakerSettings
 from davit_router.budget import BudgetSettings, RetryBudget, retryable
 from davit_router.config import RouterConfig
+from davit_router.criticality import Criticality, CriticalityError
 from davit_router.figures import Figures, Ledger
 from davit_router.http1 import Request, Response, header, render_request
 from davit_router.metrics import RouterMetrics
@@ -88,12 +93,18 @@ class Failure(enum.Enum):
 
     NO_REVISION = ("no revision can take the request now", 503)  # breakers open, all ejected
     NO_ENDPOINT = ("no endpoint of the revision can take the request", 503)
+    # Refused by criticality, never sent: the revision is busy, not failing.
+    SATURATED = ("every endpoint is busy: sheddable requests are refused now", 429)
+    CONCURRENCY = ("the revision is at its concurrency cap for this criticality", 429)
     TIMEOUT = ("no answer within the model's timeout", 504)
     UNANSWERED = ("no endpoint answered", 502)
 
     def __init__(self, text: str, status: int) -> None:
         self.text = text
         self.status = status
+
+
+SHED = (Failure.SATURATED, Failure.CONCURRENCY)  # refused by criticality, never sent
 
 
 @dataclass(frozen=True)
@@ -239,22 +250,23 @@ class Router:
         send: Send[A],
         started: float,
         admitted: Callable[[str], None] | None = None,
+        level: Criticality = Criticality.STANDARD,
     ) -> Routed[A]:
         """One request's way (see the module's docstring), its attempts made by `send`;
-        `admitted` is told the revision before the first attempt. `pinned` must be a revision
-        the router knows (`knows`)."""
+        `admitted` is told the revision before the first attempt; `level` is the request's
+        criticality. `pinned` must be a revision the router knows (`knows`)."""
         self._budget.on_request()
         for known in self._revisions.values():
             known.detectors[transport].tick(started)
-        revision = self._admit(pinned, transport, started)
-        if revision is None:
-            return Routed(None, None, Failure.NO_REVISION)
+        revision: _Revision | Routed[A] = self._admit(pinned, transport, started, level)
+        if isinstance(revision, Routed):
+            return revision
         deadline = started + self.config.timeout_ms / 1000
         ok = False
         try:
             if admitted is not None:
                 admitted(revision.name)
-            routed, ok = await self._attempts(revision, transport, send, deadline)
+            routed, ok = await self._attempts(revision, transport, send, deadline, level)
         except asyncio.CancelledError:
             ok = True  # the client gave up (a gRPC cancel): that says nothing of the revision
             raise
@@ -262,23 +274,53 @@ class Router:
             revision.breaker.finish(ok, self._clock())  # once per admit, whatever happened
         return routed
 
-    def _admit(self, pinned: str | None, transport: Transport, now: float) -> _Revision | None:
+    def _admit(
+        self, pinned: str | None, transport: Transport, now: float, level: Criticality
+    ) -> _Revision | Routed[A]:
         """The revision for the request: the pinned one, or one picked by weight among those
-        with an endpoint not ejected; then admitted by its breaker (refused: the next pick)."""
+        with an endpoint not ejected; then admitted by its breaker, under the concurrency of
+        the request's class (refused: the next pick). A sheddable request picked for a
+        saturated revision is refused, not moved to another (that would bend the weights).
+        The refusal (a Routed with its failure) where none takes it."""
         candidates = [pinned] if pinned is not None else list(self._revisions)
         serving = {name for name in candidates if self._revisions[name].available(transport, now)}
+        limit = criticality.concurrency_limit(level, self.config.breaker.max_concurrent)
+        capped: str | None = None  # a revision whose breaker only lacked room for this class
         while serving:
             name = pinned if pinned is not None else self._picker.pick(serving)
             if name is None:
-                return None
+                break
             revision = self._revisions[name]
-            if revision.breaker.admit(now):
+            if level is Criticality.SHEDDABLE and self._saturated(name, transport, now):
+                return self._shed(name, level, Failure.SATURATED)
+            if revision.breaker.admit(now, limit):
                 return revision
+            if revision.breaker.state.in_flight >= limit > 0:
+                capped = name
             serving.discard(name)
-        return None
+        if capped is not None:
+            return self._shed(capped, level, Failure.CONCURRENCY)
+        return Routed(None, None, Failure.NO_REVISION)
+
+    def _saturated(self, name: str, transport: Transport, now: float) -> bool:
+        loads = [
+            self._outstanding.get(e, 0) + self._queue_depth.get(e, 0)
+            for e in self._endpoints(name, transport, now)
+        ]
+        return criticality.saturated(loads, self.config.sheddable_queue_depth)
+
+    def _shed(self, name: str, level: Criticality, failure: Failure) -> Routed[A]:
+        reason = "saturated" if failure is Failure.SATURATED else "concurrency"
+        self._metrics.shed.labels(name, level.value, reason).inc()
+        return Routed(name, None, failure)
 
     async def _attempts(
-        self, revision: _Revision, transport: Transport, send: Send[A], deadline: float
+        self,
+        revision: _Revision,
+        transport: Transport,
+        send: Send[A],
+        deadline: float,
+        level: Criticality,
     ) -> tuple[Routed[A], bool]:
         """What came of the request, and whether the revision did well by it (its breaker's
         verdict: an answer that is not a server error, a 429 included)."""
@@ -303,7 +345,11 @@ class Router:
             if result.outcome is Outcome.BACKPRESSURE:
                 first_push = pushed_back is None
                 pushed_back = pushed_back if pushed_back is not None else result.answer
-                may_retry = first_push and self._has_room(name, transport, tried, now)
+                may_retry = (
+                    first_push
+                    and criticality.retries_pushback(level)
+                    and self._has_room(name, transport, tried, now)
+                )
             if may_retry and self._budget.try_retry(attempt + 1):
                 attempt += 1
                 self._metrics.retries.labels(name).inc()
@@ -379,6 +425,10 @@ class Router:
             serving = ", ".join(self._revisions)
             message = f"no revision {name!r} here (serving: {serving})"
             return self._answer(None, started, _error(400, message), request)
+        try:
+            level = criticality.parse(header(request.headers, criticality.HEADER))
+        except CriticalityError as error:
+            return self._answer(None, started, _error(400, str(error)), request)
 
         async def send(endpoint: str, timeout_s: float) -> Attempt[Response]:
             return await self._send_http(endpoint, request, timeout_s)
@@ -387,13 +437,19 @@ class Router:
             if name is None:  # a pinned request is someone's test: never copied
                 self._shadow(revision, request)
 
-        routed = await self.route(name, Transport.HTTP, send, started, admitted)
+        routed = await self.route(name, Transport.HTTP, send, started, admitted, level)
         if routed.answer is not None:
             return self._answer(routed.revision, started, routed.answer, request)
         assert routed.failure is not None
-        extra = [(b"retry-after", b"1")] if routed.failure.status == 503 else []
+        status = routed.failure.status
+        extra = [(b"retry-after", b"1")] if status in (429, 503) else []
         where = f"revision {routed.revision}: " if routed.revision else ""
-        failure = _error(routed.failure.status, where + routed.failure.text, *extra)
+        failure = _error(status, where + routed.failure.text, *extra)
+        if routed.failure in SHED:
+            # Never sent: not the revision's answer, so not in its figures (Prometheus, which
+            # counts what the runtime answered, would not see it either).
+            failure.headers.append((REVISION_HEADER, (routed.revision or "").encode()))
+            return self._answer(None, started, failure, request)
         return self._answer(routed.revision, started, failure, request)
 
     async def _send_http(

@@ -48,6 +48,7 @@ from davit_router.configmap import ConfigMapWatcher
 from davit_router.connection import ClientConnection, Connections, Handler
 from davit_router.discovery import Endpoints, EndpointSliceWatcher, discovered_config
 from davit_router.grpc_front import GrpcFront
+from davit_router.hostport import host_port
 from davit_router.http1 import Request, Response
 from davit_router.kubeapi import AccessError, ClusterAccess, KubeClient
 from davit_router.metrics import CONTENT_TYPE, RouterMetrics
@@ -137,7 +138,9 @@ class RouterServer:
         self._client: KubeClient | None = None
         self._found: dict[str, Endpoints] = {}  # by Service, from the watcher in force
         self._watched: frozenset[str] = frozenset()
-        self._slices: EndpointSliceWatcher | None = None
+        # Whether discovery has listed the Services once: ready from then on, through later
+        # changes of the Services named (what was found for those that stay stays in force).
+        self._listed_once = False
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the watchers and the reloader
         self._router: Router | None = None  # from the first configuration on
         self._waiting_for = ""  # what the router waits for before it can route
@@ -206,6 +209,7 @@ class RouterServer:
 
     def _discovered(self, found: dict[str, Endpoints]) -> None:
         self._found = found
+        self._listed_once = True
         self._apply()
 
     def _api(self) -> KubeClient:
@@ -234,7 +238,6 @@ class RouterServer:
         if services == self._watched:
             return
         self._cancel("slices")
-        self._slices = None
         # What was found for a Service still named stays until the new watcher lists it.
         self._found = {s: e for s, e in self._found.items() if s in services}
         if not services:
@@ -243,10 +246,8 @@ class RouterServer:
         client = self._api()
         assert self._discovery is not None  # _api says so
         self._watched = services
-        self._slices = EndpointSliceWatcher(
-            client, self._discovery.namespace, services, self._discovered
-        )
-        self._run("slices", self._slices.run())
+        slices = EndpointSliceWatcher(client, self._discovery.namespace, services, self._discovered)
+        self._run("slices", slices.run())
         logger.info(
             "watching the EndpointSlices of %s in namespace %s",
             ", ".join(sorted(services)),
@@ -282,7 +283,7 @@ class RouterServer:
         before, it lets a caller say where to look while the router waits for a ConfigMap."""
         if self._admin_server is None:
             self._admin_server = await asyncio.get_running_loop().create_server(
-                lambda: self._connection(self._admin), self._host, self._admin_port
+                lambda: self._connection(self._admin), self._host or None, self._admin_port
             )
             self._servers.append(self._admin_server)
         port: int = self._admin_server.sockets[0].getsockname()[1]
@@ -302,7 +303,10 @@ class RouterServer:
         self._waiting_for = ""
         self._follow_services()
         traffic = await loop.create_server(
-            lambda: self._connection(self.router.handle), self._host, self._port, backlog=1024
+            lambda: self._connection(self.router.handle),
+            self._host or None,  # none: every interface, both families
+            self._port,
+            backlog=1024,
         )
         self._servers.append(traffic)
         grpc_bound = None
@@ -310,7 +314,10 @@ class RouterServer:
             self._grpc_front = GrpcFront(self.router)
             self._grpc_server = grpc.aio.server()
             self._grpc_server.add_generic_rpc_handlers((self._grpc_front,))
-            grpc_bound = self._grpc_server.add_insecure_port(f"{self._host}:{self._grpc_port}")
+            where = (
+                host_port(self._host, self._grpc_port) if self._host else f"[::]:{self._grpc_port}"
+            )
+            grpc_bound = self._grpc_server.add_insecure_port(where)
             await self._grpc_server.start()
         if isinstance(self._source, ConfigFile):
             loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -326,8 +333,12 @@ class RouterServer:
     async def stop(self) -> None:
         """Stop accepting; close idle connections at once and let requests in flight finish
         (up to the model's timeout), answered with `connection: close`."""
-        for task in self._tasks.values():
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # the watchers' sockets closed
+        if isinstance(self._source, ConfigFile):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for server in self._servers:
             server.close()
         if self._router is None:
@@ -347,10 +358,13 @@ class RouterServer:
 
     def not_ready(self) -> str | None:
         """Why the router cannot route yet (None: it can): no configuration in force, or the
-        Services it names not listed yet (every request would find no endpoint)."""
+        Services it names never listed yet (every request would find no endpoint). Once
+        listed it stays ready: a later change of the Services (a canary starting) reaches
+        every router pod at once, and a slow list then must not take them all out of the
+        model's Service, while the endpoints of the Services that stay serve on."""
         if self._router is None:
             return f"waiting for {self._waiting_for or 'a configuration'}"
-        if self._slices is not None and not self._slices.listed:
+        if self._watched and not self._listed_once:
             return "waiting for the first list of the revisions' EndpointSlices"
         return None
 
@@ -390,12 +404,13 @@ class RouterServer:
             end = float(raw_end) if raw_end else now
         except ValueError:
             end = math.nan
-        # An end a little ahead of this clock (another machine's) reads up to now.
-        ago = max(0.0, now - end) if math.isfinite(end) else math.inf
+        # An end a little ahead of this clock (another machine's) reads up to now; one far
+        # ahead is a mistake.
+        ago = max(0.0, now - end) if math.isfinite(end) and end <= now + 60 else math.inf
         if ago + window > horizon:
             message = (
-                f"end {raw_end!r}: expected a Unix time whose window lies within the last "
-                f"{horizon}s (the figures kept)"
+                f"end {raw_end!r}: expected a Unix time, at most a minute ahead, whose window "
+                f"lies within the last {horizon}s (the figures kept)"
             )
             return _json(400, {"error": message})
         revisions = {

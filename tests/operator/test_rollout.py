@@ -286,6 +286,26 @@ CASES = [
         ),
     ),
     Case(
+        # The router keeps ten minutes of figures: a window it no longer has is never read,
+        # so the measurement starts again from now instead of waiting for it forever.
+        "a window its source no longer keeps is measured anew from now",
+        RolloutState(step=2, weight=10, analysis_since=later(-700)),
+        Facts(
+            total=10, stable_ready=9, canary_ready=1, measure_problem="gone", measure_expired=True
+        ),
+        Want(
+            P,
+            "MetricsUnavailable",
+            stable=9,
+            canary=1,
+            weight=10,
+            step=2,
+            wake_at=later(30),
+            start_analysis=True,
+            analysis_since=later(0),
+        ),
+    ),
+    Case(
         # A failure of some earlier measurement (an earlier step's) must not count here.
         "a verdict on another measurement is ignored",
         MEASURING,

@@ -103,11 +103,11 @@ def test_a_revision_without_answers_has_no_figures() -> None:
     assert Ledger().figures("canary", 30, now=10.0) == Figures(0, 0, None, None)
 
 
-def test_the_histogram_module_needs_the_standard_library_only() -> None:
-    # The operator's image imports it to add up the routers' histograms, without the router's
-    # dependencies; a fresh interpreter shows what importing it pulls in.
+def test_the_modules_the_operator_imports_need_the_standard_library_only() -> None:
+    # The operator's image imports them (to add up the routers' histograms, to address their
+    # pods) without the router's dependencies; a fresh interpreter shows what they pull in.
     code = (
-        "import sys, davit_router.histogram; "
+        "import sys, davit_router.histogram, davit_router.hostport; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'prometheus_client', 'httptools', 'orjson', 'grpc', 'numpy', 'torch'}))"
     )

@@ -111,7 +111,9 @@ def item(name: str) -> dict[str, Any]:
 
 
 def run_list_watch(
-    script: list[tuple[str, Any]], path: str = "/api/v1/namespaces/prod/configmaps"
+    script: list[tuple[str, Any]],
+    path: str = "/api/v1/namespaces/prod/configmaps",
+    min_watch_seconds: float = 0.0,  # the scripted watches end at once: no pause by default
 ) -> tuple[list[tuple[str, Any]], list[float], ScriptedClient]:
     client = ScriptedClient(script)
     seen: list[tuple[str, Any]] = []
@@ -121,7 +123,7 @@ def run_list_watch(
         path, "ConfigMaps in prod",
         lambda items: seen.append(("LIST", [i["metadata"]["name"] for i in items])),
         lambda kind, found: seen.append((kind, found["metadata"]["name"])),
-        sleep=sleeps,
+        sleep=sleeps, min_watch_seconds=min_watch_seconds,
     )  # fmt: skip
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(watch.run())
@@ -149,6 +151,14 @@ def test_a_path_with_a_query_gets_the_watch_parameters_after_it() -> None:
         [("LIST", listed("3")), ("WATCH", [])], path="/api/v1/configmaps?fieldSelector=x"
     )
     assert client.asked[1].startswith("WATCH /api/v1/configmaps?fieldSelector=x&watch=true&")
+
+
+def test_a_watch_that_ends_at_once_is_asked_again_only_after_a_pause() -> None:
+    _, slept, client = run_list_watch(
+        [("LIST", listed("1")), ("WATCH", []), ("WATCH", [])], min_watch_seconds=1.0
+    )
+    assert slept == [1.0, 1.0]  # not a failure (no backoff growth), not a tight loop
+    assert len(client.asked) == 4
 
 
 def test_410_gone_lists_again_at_once_and_replaces_what_was_known() -> None:

@@ -19,7 +19,9 @@ TRAFFIC = [
     {"provider": "builtin", "timeoutMs": 1, "retries": {"attempts": 0, "budgetPercent": 0}},
     {"provider": "builtin", "timeoutMs": 600_000, "retries": {"attempts": 10, "budgetPercent": 100},
      "circuitBreaker": {"consecutiveErrors": 1, "errorRateThreshold": 1, "ejectionSeconds": 1,
-                        "maxEjectedPercent": 0}},
+                        "maxEjectedPercent": 0},
+     "maxConcurrentRequests": 1, "sheddableQueueDepth": 0},
+    {"provider": "builtin", "maxConcurrentRequests": 100_000, "sheddableQueueDepth": 100_000},
 ]  # fmt: skip
 
 
@@ -40,6 +42,8 @@ def test_the_router_parses_the_configuration_the_operator_renders(
         breaker.consecutive_errors, breaker.error_rate_threshold, breaker.ejection_seconds,
         breaker.max_ejected_percent,
     )  # fmt: skip
+    assert config.breaker.max_concurrent == settings.max_concurrent_requests
+    assert config.sheddable_queue_depth == settings.sheddable_queue_depth
 
 
 def test_the_router_pods_command_line_reads_the_configmap_the_operator_writes() -> None:

@@ -152,6 +152,22 @@ def test_a_header_pins_a_revision(revisions: Revisions, start_router: Any) -> No
     assert unknown.by_status == {400: 1}
 
 
+def test_a_requests_criticality_is_read_from_its_header(
+    revisions: Revisions, start_router: Any
+) -> None:
+    router = start_router(config(revisions, {STABLE: 100, CANARY: 0}))
+    for level in ("critical", "standard", "Sheddable"):
+        assert send(router, 4, headers={"x-davit-criticality": level}).by_status == {200: 4}
+    request = urllib.request.Request(
+        f"http://{router.http}{INFER}", data=OK.encode(), method="POST",
+        headers={"x-davit-criticality": "urgent"},
+    )  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert "'urgent' is not one of critical, standard, sheddable" in refused.value.read().decode()
+
+
 def test_a_weight_change_under_load_drops_no_request(
     revisions: Revisions, start_router: Any
 ) -> None:
@@ -410,6 +426,12 @@ def test_tritonclient_grpc_infers_through_the_router(
             client.infer("resnet", [tensor], headers={"x-davit-revision": "nosuch"})
         assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
         assert "no revision 'nosuch' here" in error.value.message()
+        # Criticality rides in the metadata, as in HTTP's headers.
+        client.infer("resnet", [tensor], headers={"x-davit-criticality": "sheddable"})
+        with pytest.raises(InferenceServerException) as error:
+            client.infer("resnet", [tensor], headers={"x-davit-criticality": "urgent"})
+        assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "'urgent' is not one of" in error.value.message()
     finally:
         client.close()
 

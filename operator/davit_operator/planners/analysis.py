@@ -83,6 +83,7 @@ class Measurement:
     canary: Figures | None  # None: the source failed, and `problem` says how
     stable: Figures | None = None
     problem: str | None = None
+    expired: bool = False  # the source no longer keeps the window: measure anew
 
 
 def source_of(spec: api.ModelDeploymentSpec, settings: api.Analysis) -> Source | None:

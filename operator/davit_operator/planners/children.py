@@ -417,8 +417,9 @@ def build_router_config(
 ) -> dict[str, Any]:
     """The Davit router's configuration (traffic.provider builtin), as the ConfigMap
     `<model>-router` it watches through the API: each revision's weight and the Service whose
-    endpoints it serves from, the timeout, retries and circuit breaking. Rendered with sorted
-    keys, so the same weights are the same bytes and an unchanged step writes nothing."""
+    endpoints it serves from, the timeout, retries, circuit breaking and shedding. Rendered
+    with sorted keys, so the same weights are the same bytes and an unchanged step writes
+    nothing."""
     breaker, retries = traffic.circuit_breaker, traffic.retries
     document = {
         "model": owner.name,
@@ -430,6 +431,8 @@ def build_router_config(
             "ejectionSeconds": breaker.ejection_seconds,
             "maxEjectedPercent": breaker.max_ejected_percent,
         },
+        "breaker": {"maxConcurrent": traffic.max_concurrent_requests},
+        "sheddableQueueDepth": traffic.sheddable_queue_depth,
         "revisions": [
             {
                 "name": revision,

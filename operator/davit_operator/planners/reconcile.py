@@ -247,6 +247,7 @@ def plan_canary(
         can_analyse=current is not None and analysis.source_of(spec, current) is not None,
         measured=assessed[0] if assessed is not None else None,
         measure_problem=measurement.problem if measurement is not None else None,
+        measure_expired=measurement is not None and measurement.expired,
     )
     decision = rollout.plan_rollout(spec.rollout, state, facts, now)
 

@@ -105,6 +105,9 @@ class Facts:
     measured: Measured | None = None  # the latest finished measurement, if any
     # Why the running measurement, its interval over, has no figures (its source failed).
     measure_problem: str | None = None
+    # And whether its source no longer keeps that window (the router keeps ten minutes): then
+    # the measurement starts anew instead of asking for the same window forever.
+    measure_expired: bool = False
     # Pods the rollout may run beyond `total` (rollout.maxSurgeGPUs over the GPUs of one pod);
     # None: no limit (a model without GPUs).
     surge_pods: int | None = None
@@ -325,8 +328,13 @@ def analyse(
                 state, facts, Outcome.PROGRESSING, "Analysing", "measuring the canary",
                 since + interval,
             )  # fmt: skip
-        # Over, with no figures: the same window is read again later (the source keeps it).
         problem = facts.measure_problem or "no figures yet"
+        if facts.measure_expired:
+            return _measure(
+                state, facts, now, interval, "MetricsUnavailable",
+                f"the canary's figures cannot be read ({problem}): measuring again from now",
+            )  # fmt: skip
+        # Over, with no figures: the same window is read again later (the source keeps it).
         return _decide(
             state, facts, Outcome.PROGRESSING, "MetricsUnavailable",
             f"the canary's figures cannot be read ({problem}): trying again", now + interval,

@@ -6,10 +6,17 @@ from typing import Protocol
 
 from davit_operator import api
 from davit_operator.planners.analysis import Figures, Window
-from davit_operator.sources.prometheus import Prometheus, SourceError, Subject
+from davit_operator.sources.prometheus import Prometheus, SourceError, Subject, WindowGoneError
 from davit_operator.sources.router import RouterFigures
 
-__all__ = ["FigureSource", "Prometheus", "RouterFigures", "SourceError", "Subject"]
+__all__ = [
+    "FigureSource",
+    "Prometheus",
+    "RouterFigures",
+    "SourceError",
+    "Subject",
+    "WindowGoneError",
+]
 
 
 class FigureSource(Protocol):

@@ -28,6 +28,11 @@ class SourceError(Exception):
     """The source cannot give figures now: unreachable, too slow, or it refused the query."""
 
 
+class WindowGoneError(SourceError):
+    """The source no longer keeps the window's figures (the router keeps ten minutes): asking
+    again would never succeed, so the measurement starts anew."""
+
+
 @dataclass(frozen=True)
 class Subject:
     """Whose figures: one revision of one model."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,8 +28,8 @@ from lightkube.core.exceptions import ApiError
 
 from davit_operator import api, naming
 from davit_operator.planners.analysis import Figures, Window
-from davit_operator.sources.prometheus import SourceError, Subject
-from davit_router.histogram import quantile
+from davit_operator.sources.prometheus import SourceError, Subject, WindowGoneError
+from davit_router.histogram import FIGURES_HORIZON_SECONDS, quantile
 
 # The admin addresses (host:port) of a model's ready router pods, by namespace and name.
 RouterAdmins = Callable[[str, str], Awaitable[list[str]]]
@@ -65,9 +66,14 @@ def added_up(revision: str, answers: Mapping[str, Any]) -> Figures:
         if not isinstance(found, dict):
             continue
         where = f"router {address}, revision {revision}"
-        requests += _count(found.get("requests"), f"{where}: requests")
+        its_requests = _count(found.get("requests"), f"{where}: requests")
+        requests += its_requests
         errors += _count(found.get("errors"), f"{where}: errors")
         histogram = _histogram(found, bounds, where)
+        if not histogram:  # a router that answered none of the revision's requests
+            if its_requests:
+                raise SourceError(f"{where}: {its_requests} requests and no latency histogram")
+            continue
         counts = [a + b for a, b in zip(counts, histogram, strict=True)] if counts else histogram
     seconds = quantile(0.99, counts, bounds) if counts and bounds else math.nan
     p99 = None if math.isnan(seconds) else seconds * 1000
@@ -75,18 +81,39 @@ def added_up(revision: str, answers: Mapping[str, Any]) -> Figures:
 
 
 class RouterFigures:
-    """Reads figures from a model's router replicas (one HTTP session for all)."""
+    """Reads figures from a model's router replicas (one HTTP session for all). The two reads
+    of a measurement (canary and stable, at once) share one round of the routers: every
+    router's answer holds every revision, and both are then summed over the same pods."""
 
     def __init__(self, router_admins: RouterAdmins, *, timeout_seconds: float = 10.0) -> None:
         self._router_admins = router_admins
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
+        # The round of reads in flight for a model's window; gone once it is over, so a later
+        # try of the same window (after a failure) asks again.
+        self._rounds: dict[tuple[str, str, Window], asyncio.Task[dict[str, Any]]] = {}
 
     async def figures(self, settings: api.Analysis, subject: Subject, window: Window) -> Figures:
         del settings  # the router needs none: it serves what it saw
-        router = naming.router_name(subject.name)
+        key = (subject.namespace, subject.name, window)
+        round_ = self._rounds.get(key)
+        if round_ is None:
+            round_ = asyncio.create_task(self._round(subject.namespace, subject.name, window))
+            self._rounds[key] = round_
+            round_.add_done_callback(lambda _: self._rounds.pop(key, None))
+        return added_up(subject.revision, await asyncio.shield(round_))
+
+    async def _round(self, namespace: str, name: str, window: Window) -> dict[str, Any]:
+        """Every ready router pod's answer for `window`, by its admin address."""
+        router = naming.router_name(name)
+        kept = time.time() - window.start.timestamp()
+        if kept > FIGURES_HORIZON_SECONDS:
+            raise WindowGoneError(
+                f"the routers keep {FIGURES_HORIZON_SECONDS} s of figures and the window "
+                f"began {kept:.0f} s ago"
+            )
         try:
-            addresses = await self._router_admins(subject.namespace, subject.name)
+            addresses = await self._router_admins(namespace, name)
         except (ApiError, httpx2.HTTPError) as error:  # refused, or the API server is away
             raise SourceError(f"the pods of router {router} cannot be listed: {error}") from error
         if not addresses:
@@ -95,7 +122,7 @@ class RouterFigures:
         answers = await asyncio.gather(
             *(self._read(address, seconds, window.end.timestamp()) for address in addresses)
         )
-        return added_up(subject.revision, dict(zip(addresses, answers, strict=True)))
+        return dict(zip(addresses, answers, strict=True))
 
     async def _read(self, address: str, window_seconds: float, end: float) -> Any:
         if self._session is None:
@@ -108,6 +135,8 @@ class RouterFigures:
                     text = (await answer.text())[:200]
                     raise SourceError(f"router {address} answered {answer.status}: {text}")
                 return await answer.json()
+        except ValueError as error:  # not JSON after all
+            raise SourceError(f"router {address} answered no JSON: {error}") from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise SourceError(
                 f"router {address} unreachable: {error or type(error).__name__}"
