@@ -314,7 +314,7 @@ def run_wrk_pinned(port: int, body: BodyFile, concurrency: int, duration_s: floa
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
-def run(duration_s: float, work: Path) -> Report:
+def run(duration_s: float, work: Path, router_args: Sequence[str] = ()) -> Report:
     ensure_tools()
     work.mkdir(parents=True, exist_ok=True)
     inputs = np.linspace(-1, 1, 512, dtype=np.float32).reshape(1, 512)
@@ -339,7 +339,7 @@ def run(duration_s: float, work: Path) -> Report:
             "taskset", "-c", PROXY_CPU, sys.executable, "-m", "davit_router", "serve",
             "--config", str(work / "router.json"), "--host", "127.0.0.1",
             "--port", str(router_port), "--admin-port", str(admin_port), "--grpc-port", "-1",
-            "--log-level", "WARNING",
+            "--log-level", "WARNING", "--drain-seconds", "0", *router_args,
         ]  # fmt: skip
         with started(router, router_port, "davit-router", work / "router.log") as pid:
             points += measure("davit-router", router_port, body_file, duration_s)
@@ -351,8 +351,14 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench-router", description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--router-arg",
+        action="append",
+        default=[],
+        help="one more davit-router flag (repeatable), e.g. --router-arg=--no-uvloop",
+    )
     args = parser.parse_args(argv)
-    report = run(args.duration, WORK)
+    report = run(args.duration, WORK, args.router_arg)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(report))

@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="reach the API server as this kubeconfig says (default: in-cluster)",
     )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=5.0,
+        help="after SIGTERM, serve on this long (not ready) while the pod leaves the "
+        "Service's endpoints, then finish the requests in flight",
+    )
     serve.add_argument("--log-level", default="INFO")  # fmt: skip
     return parser.parse_args(argv)
 
@@ -117,7 +124,7 @@ async def serve(args: argparse.Namespace) -> None:
     await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():  # a stop while it waits for its first configuration
         starting.cancel()
-        await server.stop()
+        await server.stop()  # nothing routed yet: nothing to drain
         return
     ports = starting.result()
     # Tests and scripts wait for this line to know the (possibly random) ports.
@@ -126,7 +133,7 @@ async def serve(args: argparse.Namespace) -> None:
         line += f" grpc={shown}:{ports.grpc}"
     print(line, flush=True)
     await stopped
-    await server.stop()
+    await server.stop(args.drain_seconds)
 
 
 def main(argv: list[str] | None = None) -> None:

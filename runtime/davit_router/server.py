@@ -144,6 +144,7 @@ class RouterServer:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # the watchers and the reloader
         self._router: Router | None = None  # from the first configuration on
         self._waiting_for = ""  # what the router waits for before it can route
+        self._draining = False  # stopping: serving on a little while, no longer ready
         self._servers: list[asyncio.Server] = []
         self._admin_server: asyncio.Server | None = None
         self._connections = Connections()
@@ -330,9 +331,18 @@ class RouterServer:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def stop(self) -> None:
-        """Stop accepting; close idle connections at once and let requests in flight finish
-        (up to the model's timeout), answered with `connection: close`."""
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Stop routing as a pod being deleted should. First, for `drain_seconds`, serve on
+        (new connections too, configuration changes too) while `/readyz` says draining: the
+        pod's endpoint takes a moment to leave every client's and proxy's view of the
+        model's Service, and a router that stopped accepting at once would refuse what they
+        still send. Then stop accepting, close idle connections, and let the requests in
+        flight finish, HTTP and gRPC together, up to the model's timeout (answered with
+        `connection: close`)."""
+        self._draining = True
+        if drain_seconds > 0 and self._router is not None:
+            logger.info("draining: serving %.1f s more while this endpoint goes", drain_seconds)
+            await asyncio.sleep(drain_seconds)
         tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
@@ -344,9 +354,10 @@ class RouterServer:
         if self._router is None:
             return  # never configured: nothing was routed
         grace = self._router.config.timeout_ms / 1000
+        finishing = [self._connections.stop(grace)]
         if self._grpc_server is not None:
-            await self._grpc_server.stop(grace)
-        await self._connections.stop(grace)
+            finishing.append(self._grpc_server.stop(grace))
+        await asyncio.gather(*finishing)
         if self._grpc_front is not None:
             await self._grpc_front.close()
         self._router.close()
@@ -362,6 +373,8 @@ class RouterServer:
         listed it stays ready: a later change of the Services (a canary starting) reaches
         every router pod at once, and a slow list then must not take them all out of the
         model's Service, while the endpoints of the Services that stay serve on."""
+        if self._draining:
+            return "draining: the router is stopping"
         if self._router is None:
             return f"waiting for {self._waiting_for or 'a configuration'}"
         if self._watched and not self._listed_once:

@@ -93,12 +93,13 @@ class StartingRouter:
 
 def start_router(log: Path, *flags: str, timeout_s: float = 30.0) -> StartingRouter:
     """Start `davit-router serve` with `flags` (its configuration source, `--kubeconfig PATH`)
-    on free loopback ports; returned once its admin port listens."""
+    on free loopback ports, with no drain at SIGTERM unless `flags` ask for one; returned once
+    its admin port listens."""
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), path]))}
     command = [
         sys.executable, "-m", "davit_router", "serve", "--host", "127.0.0.1",
-        "--port", "0", "--admin-port", "0", "--grpc-port", "0", *flags,
+        "--port", "0", "--admin-port", "0", "--grpc-port", "0", "--drain-seconds", "0", *flags,
     ]  # fmt: skip
     with log.open("w") as log_handle:
         process = subprocess.Popen(

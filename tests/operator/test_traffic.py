@@ -233,7 +233,7 @@ def router_children(weights: list[tuple[str, int]]) -> Observed:
         children.build_pdb(owner),
         children.build_router_config(owner, BUILTIN.spec.traffic, weights),
         *children.build_router_access(owner),
-        children.build_router_deployment(owner, CONFIG),
+        children.build_router_deployment(owner, CONFIG, BUILTIN.spec.traffic),
         children.build_router_pdb(owner),
     ]
     return Observed(
@@ -377,7 +377,7 @@ def test_the_router_configuration_names_revision_services_and_traffic_settings()
 def router_deployment(ready: int) -> dict[str, Any]:
     """The router's Deployment as the server holds it, `ready` of its pods ready."""
     owner = reconcile.Target.of(BUILTIN).owner
-    stored = served(children.build_router_deployment(owner, CONFIG))
+    stored = served(children.build_router_deployment(owner, CONFIG, BUILTIN.spec.traffic))
     stored["status"] = {"observedGeneration": 1, "replicas": 2, "readyReplicas": ready}
     stored["metadata"]["generation"] = 1
     return stored

@@ -47,7 +47,9 @@ def test_the_router_parses_the_configuration_the_operator_renders(
 
 
 def test_the_router_pods_command_line_reads_the_configmap_the_operator_writes() -> None:
-    deployment = children.build_router_deployment(OWNER, OperatorConfig())
+    deployment = children.build_router_deployment(
+        OWNER, OperatorConfig(), api.Traffic.model_validate({"provider": "builtin"})
+    )
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["davit-router"]
     args = parse_args(container["args"])
@@ -56,7 +58,19 @@ def test_the_router_pods_command_line_reads_the_configmap_the_operator_writes() 
     )
     assert args.configmap == manifest["metadata"]["name"]
     assert args.config is None
+    assert args.drain_seconds == children.ROUTER_DRAIN_SECONDS
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert (args.port, args.grpc_port, args.admin_port) == (
         ports["http"], ports["grpc"], ports["admin"]
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("timeout_ms", [1, 30_000, 600_000])
+def test_the_router_pods_grace_covers_its_drain_and_the_longest_request(timeout_ms: int) -> None:
+    traffic = api.Traffic.model_validate({"provider": "builtin", "timeoutMs": timeout_ms})
+    deployment = children.build_router_deployment(OWNER, OperatorConfig(), traffic)
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    drain = parse_args(container["args"]).drain_seconds
+    # Past the grace the kubelet kills the router: a request still running would be cut.
+    assert pod["terminationGracePeriodSeconds"] > drain + timeout_ms / 1000

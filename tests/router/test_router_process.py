@@ -31,7 +31,8 @@ from tritonclient.utils import InferenceServerException
 from davit_operator import api
 from davit_operator.planners.analysis import Figures, Window
 from davit_operator.sources import RouterFigures, SourceError, Subject
-from davit_router.testing import RunningRouter, launch_router
+from davit_router import testing as router_testing
+from davit_router.testing import RunningRouter, launch_router, write_config
 from davit_runtime.testing import RunningServer, launch_server, write_model_repository
 
 pytestmark = pytest.mark.component
@@ -166,6 +167,44 @@ def test_a_requests_criticality_is_read_from_its_header(
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 400
     assert "'urgent' is not one of critical, standard, sheddable" in refused.value.read().decode()
+
+
+def test_a_stopping_router_serves_on_while_it_drains_then_exits_cleanly(
+    revisions: Revisions, tmp_path: Path
+) -> None:
+    document = config(revisions, {STABLE: 100, CANARY: 0})
+    write_config(tmp_path / "router.json", document)
+    router = router_testing.start_router(
+        tmp_path / "router.log", "--config", str(tmp_path / "router.json"),
+        "--drain-seconds", "3",
+    ).ready()  # fmt: skip
+    try:
+        assert send(router, 5).by_status == {200: 5}
+        router.process.send_signal(signal.SIGTERM)
+        # Draining: no longer ready, so the pod leaves the Service, but what still comes
+        # (on a new connection too) is served.
+        wait_for_status(f"http://{router.admin}/readyz", 503)
+        assert send(router, 20, concurrency=4).by_status == {200: 20}
+        assert router.process.wait(timeout=30) == 0
+    finally:
+        router.stop()
+    log = router.log.read_text()
+    assert "draining: serving 3.0 s more" in log
+    assert "Traceback" not in log
+
+
+def wait_for_status(url: str, status: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                got = response.status
+        except urllib.error.HTTPError as error:
+            got = error.code
+        if got == status:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer {status} within {timeout_s} s")
 
 
 def test_a_weight_change_under_load_drops_no_request(

@@ -7,6 +7,7 @@ Manifests are plain dicts, ready for server-side apply. They hold only the field
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -462,7 +463,20 @@ ROUTER_RESOURCES = {
 }
 
 
-def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, Any]:
+# After SIGTERM a router pod serves on this long, not ready, while its endpoint leaves the model's
+# Service everywhere; then it lets its requests finish, up to the model's timeout.
+ROUTER_DRAIN_SECONDS = 5
+
+
+def router_grace_seconds(traffic: api.Traffic) -> int:
+    """The router pod's termination grace: the drain, the longest request (the model's
+    timeout), and a few seconds to exit."""
+    return ROUTER_DRAIN_SECONDS + math.ceil(traffic.timeout_ms / 1000) + 5
+
+
+def build_router_deployment(
+    owner: Owner, config: OperatorConfig, traffic: api.Traffic
+) -> dict[str, Any]:
     """The Davit router `<model>-router`: two replicas of `davit-router serve` from the runtime
     image, watching the ConfigMap of the same name through the API (not mounted: the kubelet
     refreshes a mounted ConfigMap only every minute or so, while a rollout step must be in
@@ -479,6 +493,7 @@ def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, A
             *("serve", "--configmap", name),
             *("--port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)),
             *("--admin-port", str(ROUTER_ADMIN_PORT)),
+            *("--drain-seconds", str(ROUTER_DRAIN_SECONDS)),
         ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
@@ -523,8 +538,8 @@ def build_router_deployment(owner: Owner, config: OperatorConfig) -> dict[str, A
                 "spec": {
                     "serviceAccountName": name,
                     "containers": [container],
-                    # In-flight requests finish (up to the model's timeout) after SIGTERM.
-                    "terminationGracePeriodSeconds": 60,
+                    # The drain, then the requests in flight (up to the model's timeout).
+                    "terminationGracePeriodSeconds": router_grace_seconds(traffic),
                     # Two routers on one node would fall together.
                     "topologySpreadConstraints": [
                         {

@@ -558,7 +558,7 @@ def plan_traffic(
         desired += [
             children.build_router_config(owner, spec.traffic, weights),
             *children.build_router_access(owner),
-            children.build_router_deployment(owner, config),
+            children.build_router_deployment(owner, config, spec.traffic),
             children.build_router_pdb(owner),
         ]
     wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
