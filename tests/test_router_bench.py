@@ -25,6 +25,10 @@ def test_both_peers_split_the_same_two_backends_90_10() -> None:
     assert "bind 127.0.0.1:8000" in haproxy
     assert "nbthread 1" in haproxy  # one core, as the router
     assert "retry-on conn-failure 503" in haproxy  # the router's retry rule
+    # A runtime answers its health on the protocol's path (nginx on any).
+    assert "option httpchk GET /\n" in haproxy
+    runtimes = haproxy_config(8000, [9001, 9002], [90, 10], health_path="/v2/health/ready")
+    assert "option httpchk GET /v2/health/ready\n" in runtimes
     config = parse(router_config([9001, 9002], [90, 10]))  # the router accepts it
     assert [(r.weight, r.endpoints) for r in config.revisions] == [
         (90, ("127.0.0.1:9001",)),
@@ -63,7 +67,17 @@ def test_the_targets_read_the_same_run() -> None:
 
 
 def test_the_table_gives_ratios_to_haproxy_and_latency_added_over_direct() -> None:
-    rows = table(REPORT).splitlines()
+    rows = table(REPORT.points).splitlines()
     assert "| 1 | davit-router | 5,000 | 0.250 | 0.500 | 0.200 | 0.33x |" in rows
     assert "| 32 | davit-router | 8,000 | 4.000 | 6.000 |  | 0.20x |" in rows
     assert "**missed**" in markdown(REPORT)
+
+
+def test_the_runtimes_run_has_its_own_section_when_measured() -> None:
+    assert "In front of real runtimes" not in markdown(REPORT)
+    measured = Report(**{**REPORT.__dict__, "runtime_points": [
+        Point("direct", 1, 3_000, 0.300, 0.500, 0),
+        Point("davit-router", 1, 2_000, 0.500, 0.800, 0),
+    ]})  # fmt: skip
+    section = markdown(measured).split("## In front of real runtimes", 1)[1]
+    assert "| 1 | davit-router | 2,000 | 0.500 | 0.800 | 0.200 |" in section

@@ -9,7 +9,10 @@ Everything on 127.0.0.1, in one run, side by side:
 - load: `wrk -t1` pinned to CPU 0 (with nginx) replaying a KServe v2 binary request of one
   1x512 FP32 tensor, closed loop at each concurrency;
 - direct: the same load straight at a backend, the floor the proxies' added latency is read
-  against.
+  against;
+- then the same three in front of two real `davit-runtime` processes (one per revision, a
+  512x512 linear model, dynamic batching, on CPU 0 with wrk): what the router costs a model
+  server that does real work.
 
 Pure parts (configurations, the table, the targets) are unit-tested in tests/test_router_bench.py.
 """
@@ -27,7 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "router"
 WORK = Path(__file__).resolve().parents[2] / ".run" / "bench-router"  # configs, logs, the body
 APT_PACKAGES = {"wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
 CONCURRENCY = (1, 32, 128)
+RUNTIME_CONCURRENCY = (1, 32)
 WEIGHTS = (90, 10)
 URL_PATH = "/v2/models/bench/infer"
 ANSWER = '{"model_name":"bench","model_version":"1","outputs":[]}'
@@ -82,7 +86,9 @@ http {{
 """
 
 
-def haproxy_config(port: int, backends: Sequence[int], weights: Sequence[int]) -> str:
+def haproxy_config(
+    port: int, backends: Sequence[int], weights: Sequence[int], health_path: str = "/"
+) -> str:
     """HAProxy doing what davit-router does for this load: a weighted split, least
     connections, upstream keep-alive, retries on connect failures and 503 only, and passive
     health (consecutive layer-7 errors mark a server down), in one thread."""
@@ -108,7 +114,7 @@ frontend bench
     default_backend models
 backend models
     balance leastconn
-    option httpchk GET /
+    option httpchk GET {health_path}
 {servers}
 """
 
@@ -135,29 +141,30 @@ class Point:
 
 @dataclass(frozen=True)
 class Report:
-    points: list[Point]
+    points: list[Point]  # in front of the static backends: what the targets read
     router_rss_mib: float
     haproxy_rss_mib: float
     duration_s: float
     cpus: int
+    runtime_points: list[Point] = field(default_factory=list)  # in front of real runtimes
 
 
 def point(points: Sequence[Point], target: str, concurrency: int) -> Point | None:
     return next((p for p in points if p.target == target and p.concurrency == concurrency), None)
 
 
-def table(report: Report) -> str:
-    """The results as markdown: throughput and latency per concurrency, ratios to HAProxy,
-    latency added over direct."""
+def table(points: Sequence[Point]) -> str:
+    """Points as markdown: throughput and latency per concurrency, ratios to HAProxy, latency
+    added over direct."""
     rows = [
         "| concurrency | target | rps | p50 ms | p99 ms | added p50 ms | rps / HAProxy |",
         "|---|---|---|---|---|---|---|",
     ]
-    for concurrency in sorted({p.concurrency for p in report.points}):
-        direct = point(report.points, "direct", concurrency)
-        haproxy = point(report.points, "haproxy", concurrency)
+    for concurrency in sorted({p.concurrency for p in points}):
+        direct = point(points, "direct", concurrency)
+        haproxy = point(points, "haproxy", concurrency)
         for target in ("direct", "haproxy", "davit-router"):
-            found = point(report.points, target, concurrency)
+            found = point(points, target, concurrency)
             if found is None:
                 continue
             added = f"{found.p50_ms - direct.p50_ms:.3f}" if direct and target != "direct" else ""
@@ -216,10 +223,26 @@ fixed small JSON body, so the proxies are what is measured. Method: `runtime/ben
 
 ## Points
 
-{table(report)}
+{table(report.points)}
 
 RSS after the run: davit-router {report.router_rss_mib:.1f} MiB, HAProxy
 {report.haproxy_rss_mib:.1f} MiB.
+{runtimes_section(report)}"""
+
+
+def runtimes_section(report: Report) -> str:
+    if not report.runtime_points:
+        return ""
+    return f"""
+## In front of real runtimes
+
+The same request and proxies in front of two `davit-runtime` processes (one per revision, 90/10;
+a 512x512 linear model with dynamic batching, one torch thread each, both on CPU {LOAD_CPU} with
+wrk, the proxy alone on CPU {PROXY_CPU}). Direct is one runtime with wrk; through a proxy, two
+runtimes and wrk share that core, so neither proxy reaches direct's figure: what compares is
+the two proxies, side by side.
+
+{table(report.runtime_points)}
 """
 
 
@@ -293,11 +316,14 @@ def rss_mib(pid: int) -> float:
     return float(psutil.Process(pid).memory_info().rss) / (1 << 20)
 
 
-def measure(name: str, port: int, body: BodyFile, duration_s: float) -> list[Point]:
+def measure(
+    name: str, port: int, body: BodyFile, duration_s: float,
+    levels: Sequence[int] = CONCURRENCY, shown: str = "",
+) -> list[Point]:  # fmt: skip
     points = []
-    for concurrency in CONCURRENCY:
+    for concurrency in levels:
         result: LoadResult = run_wrk_pinned(port, body, concurrency, duration_s)
-        log(f"{name} c={concurrency}: {result.rps:,.0f} rps, p50 {result.p50_ms:.3f} ms, "
+        log(f"{shown}{name} c={concurrency}: {result.rps:,.0f} rps, p50 {result.p50_ms:.3f} ms, "
             f"p99 {result.p99_ms:.3f} ms, {result.errors} errors")  # fmt: skip
         points.append(
             Point(name, concurrency, result.rps, result.p50_ms, result.p99_ms, result.errors)
@@ -327,24 +353,75 @@ def run(duration_s: float, work: Path, router_args: Sequence[str] = ()) -> Repor
     points: list[Point] = []
     with started(nginx, backends[-1], "nginx", work / "nginx.log"):
         points += measure("direct", backends[0], body_file, duration_s)
-        haproxy_port = free_port()
-        (work / "haproxy.cfg").write_text(haproxy_config(haproxy_port, backends, WEIGHTS))
-        haproxy = ["taskset", "-c", PROXY_CPU, "haproxy", "-f", str(work / "haproxy.cfg")]
+        (haproxy, haproxy_port), (router, router_port) = proxies(backends, work, router_args)
         with started(haproxy, haproxy_port, "haproxy", work / "haproxy.log") as pid:
             points += measure("haproxy", haproxy_port, body_file, duration_s)
             haproxy_rss = rss_mib(pid)
-        router_port, admin_port = free_port(), free_port()
-        (work / "router.json").write_text(json.dumps(router_config(backends, WEIGHTS)))
-        router = [
-            "taskset", "-c", PROXY_CPU, sys.executable, "-m", "davit_router", "serve",
-            "--config", str(work / "router.json"), "--host", "127.0.0.1",
-            "--port", str(router_port), "--admin-port", str(admin_port), "--grpc-port", "-1",
-            "--log-level", "WARNING", "--drain-seconds", "0", *router_args,
-        ]  # fmt: skip
         with started(router, router_port, "davit-router", work / "router.log") as pid:
             points += measure("davit-router", router_port, body_file, duration_s)
             router_rss = rss_mib(pid)
-    return Report(points, router_rss, haproxy_rss, duration_s, os.cpu_count() or 1)
+    runtime_points = measure_runtimes(duration_s, work, body_file, router_args)
+    return Report(points, router_rss, haproxy_rss, duration_s, os.cpu_count() or 1, runtime_points)
+
+
+def proxies(
+    backends: Sequence[int], work: Path, router_args: Sequence[str], health_path: str = "/"
+) -> tuple[tuple[list[str], int], tuple[list[str], int]]:
+    """HAProxy's and davit-router's commands (pinned to the proxy CPU) in front of
+    `backends`, 90/10, with the ports they listen on; their configurations written to `work`.
+    HAProxy checks `health_path` on each backend."""
+    haproxy_port = free_port()
+    config = haproxy_config(haproxy_port, backends, WEIGHTS, health_path)
+    (work / "haproxy.cfg").write_text(config)
+    haproxy = ["taskset", "-c", PROXY_CPU, "haproxy", "-f", str(work / "haproxy.cfg")]
+    router_port, admin_port = free_port(), free_port()
+    (work / "router.json").write_text(json.dumps(router_config(backends, WEIGHTS)))
+    router = [
+        "taskset", "-c", PROXY_CPU, sys.executable, "-m", "davit_router", "serve",
+        "--config", str(work / "router.json"), "--host", "127.0.0.1",
+        "--port", str(router_port), "--admin-port", str(admin_port), "--grpc-port", "-1",
+        "--log-level", "WARNING", "--drain-seconds", "0", *router_args,
+    ]  # fmt: skip
+    return (haproxy, haproxy_port), (router, router_port)
+
+
+def pin_threads(pid: int, cpu: int) -> None:
+    """Every thread of `pid` onto `cpu` (sched_setaffinity on a pid moves its main thread only;
+    the runtime's batcher and torch threads exist already)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpu})
+
+
+def measure_runtimes(
+    duration_s: float, work: Path, body: BodyFile, router_args: Sequence[str]
+) -> list[Point]:
+    # torch only here: the pure parts above are imported by the unit tests.
+    from davit_runtime.testing import launch_server, write_model_repository
+
+    folder = work / "runtimes"
+    folder.mkdir(parents=True, exist_ok=True)
+    repository = folder / "models"
+    write_model_repository(repository, "bench", "linear", max_batch_size=8, max_queue_delay_ms=1)
+    log("starting two davit-runtime processes")
+    servers = [launch_server(repository, folder / f"runtime-{n}.log") for n in range(2)]
+    try:
+        for server in servers:
+            pin_threads(server.process.pid, int(LOAD_CPU))
+        backends = [int(server.http.rsplit(":", 1)[1]) for server in servers]
+        points = measure("direct", backends[0], body, duration_s, RUNTIME_CONCURRENCY, "runtime ")
+        (haproxy, haproxy_port), (router, router_port) = proxies(
+            backends, folder, router_args, health_path="/v2/health/ready"
+        )
+        with started(haproxy, haproxy_port, "haproxy", folder / "haproxy.log"):
+            points += measure("haproxy", haproxy_port, body, duration_s, RUNTIME_CONCURRENCY,
+                              "runtimes ")  # fmt: skip
+        with started(router, router_port, "davit-router", folder / "router.log"):
+            points += measure("davit-router", router_port, body, duration_s,
+                              RUNTIME_CONCURRENCY, "runtimes ")  # fmt: skip
+    finally:
+        for server in servers:
+            server.stop()
+    return points
 
 
 def main(argv: Sequence[str]) -> int:
