@@ -24,7 +24,7 @@ from functools import partial
 
 import grpc
 
-from davit_router import criticality
+from davit_router import balancer, criticality
 from davit_router.criticality import CriticalityError
 from davit_router.outlier import Outcome
 from davit_router.router import REVISION_HEADER, SHED, Attempt, Failure, Router, Transport
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _PINNED = REVISION_HEADER.decode()
 _CRITICALITY = criticality.HEADER.decode()
+_QUEUE_DEPTH = balancer.QUEUE_DEPTH_HEADER.decode()
 _STREAMING = frozenset({"/inference.GRPCInferenceService/ModelStreamInfer"})
 _INFER = "/inference.GRPCInferenceService/ModelInfer"
 # Metadata that belongs to the client's own call, not to the one the router makes.
@@ -49,6 +50,9 @@ _AS_HTTP = {
     grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.DATA_LOSS: 500,
 }
+CLIENT_DEADLINE_OFFSET_S = 0.01  # how long before the client's deadline an attempt ends
+CLIENT_GAVE_UP = 499  # nginx's "client closed request": the figures' status for an abandoned call
+
 _FAILURE_CODES = {
     Failure.NO_REVISION: grpc.StatusCode.UNAVAILABLE,
     Failure.NO_ENDPOINT: grpc.StatusCode.UNAVAILABLE,
@@ -84,6 +88,12 @@ class GrpcAnswer:
     code: grpc.StatusCode
     body: bytes = b""  # the serialized response, for OK
     details: str = ""
+    abandoned: bool = False  # the client's own deadline passed first (Outcome.ABANDONED)
+
+    @property
+    def status(self) -> int:
+        """As HTTP would say it, for the figures and metrics."""
+        return CLIENT_GAVE_UP if self.abandoned else http_status(self.code)
 
 
 class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no stubs
@@ -155,17 +165,38 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no st
         client_left = context.time_remaining()
 
         async def send(endpoint: str, timeout_s: float) -> Attempt[GrpcAnswer]:
-            if client_left is not None:
-                timeout_s = min(timeout_s, client_left - (self._clock() - started))
+            # A little short of the client's own deadline, so that the router, not a
+            # cancellation racing it, says how the call ended (Envoy offsets grpc-timeout
+            # the same way).
+            clients = (
+                None
+                if client_left is None
+                else client_left - (self._clock() - started) - CLIENT_DEADLINE_OFFSET_S
+            )
+            clients_deadline = clients is not None and clients < timeout_s
+            if clients is not None:
+                timeout_s = min(timeout_s, clients)
             call = self._channel(endpoint).unary_unary(method)
             try:
-                body = await call(request, timeout=max(timeout_s, 0.001), metadata=forwarded)
+                rpc = call(request, timeout=max(timeout_s, 0.001), metadata=forwarded)
+                body = await rpc
+                trailers = await rpc.trailing_metadata()
             except grpc.aio.AioRpcError as error:
                 code = error.code()
+                details = error.details() or code.name
+                if code is grpc.StatusCode.DEADLINE_EXCEEDED and clients_deadline:
+                    # The client's deadline, not the model's, was the one that passed.
+                    answer = GrpcAnswer(code, details=details, abandoned=True)
+                    return Attempt(answer, Outcome.ABANDONED, False, answer.status)
                 outcome, may_retry = outcome_of(code)
-                answer = GrpcAnswer(code, details=error.details() or code.name)
-                return Attempt(answer, outcome, may_retry, http_status(code))
-            return Attempt(GrpcAnswer(grpc.StatusCode.OK, body), Outcome.SUCCESS, False, 200)
+                answer = GrpcAnswer(code, details=details)
+                return Attempt(answer, outcome, may_retry, answer.status)
+            # The runtime's load signal rides in the trailers (HTTP: a header).
+            depth = next((v for k, v in trailers or () if k == _QUEUE_DEPTH), None)
+            return Attempt(
+                GrpcAnswer(grpc.StatusCode.OK, body), Outcome.SUCCESS, False, 200,
+                balancer.parse_queue_depth(depth) if depth is not None else None,
+            )  # fmt: skip
 
         routed = await self._router.route(pinned, Transport.GRPC, send, started, level=level)
         if routed.revision is not None:
@@ -179,9 +210,7 @@ class GrpcFront(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no st
             await context.abort(_FAILURE_CODES[routed.failure], where + routed.failure.text)
         answer = routed.answer
         assert answer is not None
-        self._router.record(
-            routed.revision, http_status(answer.code), started, inference=method == _INFER
-        )
+        self._router.record(routed.revision, answer.status, started, inference=method == _INFER)
         if answer.code is not grpc.StatusCode.OK:
             await context.abort(answer.code, answer.details)
         return answer.body

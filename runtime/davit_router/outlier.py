@@ -35,6 +35,11 @@ class Outcome(enum.Enum):
     # stopped either, so it leaves the error streak as it was (a 429 between two 5xx does not
     # hide a failing endpoint) and is counted on neither side of the failure percentage.
     BACKPRESSURE = "backpressure"
+    # The client's own deadline (gRPC's timeout, shorter than the model's) ran out first: the
+    # endpoint may have been about to answer. It tells nothing of the endpoint: no ejection,
+    # no breaker failure, no retry, and the revision's figures count it as the client's
+    # (499, nginx's "client closed request"), not as a server error.
+    ABANDONED = "abandoned"
 
 
 def outcome_of(status: int) -> Outcome:
@@ -142,7 +147,7 @@ def record(
     """
     if is_ejected(health, now):
         return health
-    if outcome is Outcome.BACKPRESSURE:
+    if outcome in (Outcome.BACKPRESSURE, Outcome.ABANDONED):
         return health
     if outcome is Outcome.SUCCESS:
         return replace(

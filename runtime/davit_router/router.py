@@ -18,7 +18,8 @@
 The decisions are the pure modules' (weights, balancer, outlier, breaker, budget); this holds
 their state for the configuration in force. `Router.route` is the way itself, the same for
 both transports: it is given how to send one attempt (`Send`) and returns what came of it
-(`Routed`). Shadow copies and the runtime's queue-depth signal are HTTP's only, for now.
+(`Routed`). Shadow copies are HTTP's only, for now; the runtime's queue depth comes in an
+HTTP answer's header and a gRPC answer's trailers.
 `Router.handle` is the HTTP/1.1 front; `grpc_front` the gRPC one. An HTTP answer
 carries `x-davit-revision`, the revision that served it (gRPC: in the initial metadata).
 """
@@ -340,7 +341,7 @@ class Router:
                 return Routed(name, None, Failure.TIMEOUT), ok
             tried.add(endpoint)
             result = await self._attempt(revision, transport, endpoint, send, deadline - now)
-            ok = result.outcome in (Outcome.SUCCESS, Outcome.BACKPRESSURE)
+            ok = result.outcome in (Outcome.SUCCESS, Outcome.BACKPRESSURE, Outcome.ABANDONED)
             may_retry = result.may_retry
             if result.outcome is Outcome.BACKPRESSURE:
                 first_push = pushed_back is None

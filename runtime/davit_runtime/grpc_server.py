@@ -11,6 +11,7 @@ import numpy as np
 
 from davit_runtime.datatypes import DATATYPES
 from davit_runtime.errors import InferenceError, Status, invalid
+from davit_runtime.headers import QUEUE_DEPTH
 from davit_runtime.inference import DecodedInput, decode_array, element_count, select_outputs
 from davit_runtime.protocol import inference_pb2 as pb
 from davit_runtime.protocol import inference_pb2_grpc as pb_grpc
@@ -179,6 +180,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             response.outputs.add(name=spec.name, datatype=spec.datatype, shape=array.shape)
             raw_outputs.append(np.ascontiguousarray(array).tobytes())
         model.metrics.record(200, time.perf_counter() - started)
+        # The load signal the router balances on, as HTTP answers carry it in a header.
+        context.set_trailing_metadata(((QUEUE_DEPTH, str(model.batcher.queue_depth)),))
         return response
 
 

@@ -93,6 +93,12 @@ FAILING = Figures(requests=400, errors=80, p99_ms=20)
 QUIET = Figures(requests=3, errors=0, p99_ms=20)
 
 
+FAILED_RECORD = {
+    "startedAt": "2026-12-01T10:00:00Z", "endedAt": "2026-12-01T10:00:10Z", "verdict": "Fail",
+    "message": "errorRate 0.30 over max 1 %",
+    "canary": {"requests": 100, "errorRate": 0.3, "p99LatencyMs": 12.0},
+}  # fmt: skip
+
 CASES = [
     # A new revision beside a stable one: its Deployment starts at its share of 50 %, while
     # stable keeps all 4 until the canary's 2 are ready (make before break).
@@ -183,6 +189,17 @@ CASES = [
     Case("retry after an abort starts again at the first step",
          rolling(currentStep=1, canaryWeight=0, revisions=history(outcome="Aborted"),
                  lastControl=ABORT),
+         (stable(ready=4), canary(ready=0, replicas=0)),
+         Want(reason="ScalingCanary", canary_replicas=2,
+              status={"currentStep": 0, "lastControl": RETRY, "revisions": history()},
+              events=["ControlAccepted"], wake_in=0),
+         control=RETRY),
+    # The retried canary is judged afresh: the rolled-back attempt's verdict must not stand as
+    # its CanaryHealthy until it is measured again (the Events keep the old figures).
+    Case("retry after a rollback forgets the failed measurement",
+         rolling(currentStep=1, canaryWeight=0, lastControl=ABORT, revisions=[
+             {"hash": STABLE, "outcome": "Stable"},
+             {"hash": CANARY, "outcome": "RolledBack", "analysis": FAILED_RECORD}]),
          (stable(ready=4), canary(ready=0, replicas=0)),
          Want(reason="ScalingCanary", canary_replicas=2,
               status={"currentStep": 0, "lastControl": RETRY, "revisions": history()},

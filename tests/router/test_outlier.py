@@ -22,6 +22,7 @@ S = Outcome.SUCCESS
 E = Outcome.ERROR
 G = Outcome.GATEWAY
 B = Outcome.BACKPRESSURE
+A = Outcome.ABANDONED
 
 DEFAULTS = OutlierSettings()
 
@@ -63,6 +64,15 @@ RECORD_CASES = [
     RecordCase("429 never ejects", at_seconds(*[B] * 50), 49.0, False),
     # A 429 between errors neither counts nor forgives: the streak of five 5xx still ejects.
     RecordCase("429 does not reset the streak", at_seconds(E, E, B, E, E, B, E), 6.0, True, 36.0),
+    # A gRPC client's own deadline passing first says nothing of the endpoint, either way.
+    RecordCase("a client that gave up never ejects", at_seconds(*[A] * 50), 49.0, False),
+    RecordCase(
+        "a client that gave up does not reset the streak",
+        at_seconds(E, E, A, E, E, A, E),
+        6.0,
+        True,
+        36.0,
+    ),
     RecordCase("the percent cap holds it back", at_seconds(E, E, E, E, E), 4.0, False, None, False),
     RecordCase("still out just before the end", at_seconds(E, E, E, E, E), 33.9, True, 34.0),
     RecordCase("back when the ejection ends", at_seconds(E, E, E, E, E), 34.0, False, 34.0),

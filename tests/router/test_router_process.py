@@ -475,6 +475,45 @@ def test_tritonclient_grpc_infers_through_the_router(
         client.close()
 
 
+def test_a_grpc_clients_own_short_deadline_is_not_held_against_the_endpoint(
+    start_router: Any, tmp_path: Path
+) -> None:
+    # A runtime that holds each request 300 ms for a batch: longer than the clients' deadline
+    # below, far shorter than the model's timeout.
+    repository = tmp_path / "slow"
+    write_model_repository(repository, "resnet", "linear", max_batch_size=8,
+                           max_queue_delay_ms=300, adaptive_delay=False)  # fmt: skip
+    slow = launch_server(repository, tmp_path / "slow.log")
+    try:
+        revision = {"name": STABLE, "weight": 100, "endpoints": [slow.http],
+                    "grpcEndpoints": [slow.grpc]}  # fmt: skip
+        router = start_router({"model": "resnet", "revisions": [revision]})
+        client = grpcclient.InferenceServerClient(router.grpc)
+        tensor = grpcclient.InferInput("input", [1, 512], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 512), dtype=np.float32))
+        try:
+            for _ in range(8):  # past the 5 errors in a row that would eject the endpoint
+                with pytest.raises(InferenceServerException) as gave_up:
+                    client.infer("resnet", [tensor], client_timeout=0.1)
+                assert gave_up.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+                # The abandoned request's batch runs 300 ms after it came: let it go, so
+                # that the next one waits its own full delay.
+                time.sleep(0.35)
+            abandoned = router.total("davit_router_upstream_attempts_total", outcome="abandoned")
+            # The router ended each attempt just before the client's deadline, and knew whose
+            # deadline it was (a loaded machine may let a cancellation win a few races).
+            assert abandoned >= 6
+            assert router.total("davit_router_upstream_attempts_total", outcome="gateway") == 0
+            assert router.total("davit_router_ejections_total") == 0
+            # Not the revision's errors either: the clients' own (499).
+            assert figures(router)[STABLE]["errors"] == 0
+            client.infer("resnet", [tensor])  # and it serves on, on the same endpoint
+        finally:
+            client.close()
+    finally:
+        slow.stop()
+
+
 def test_shadow_traffic_reaches_the_canary_at_its_share_and_never_changes_an_answer(
     revisions: Revisions, start_router: Any
 ) -> None:

@@ -8,12 +8,15 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from davit_runtime.protocol import inference_pb2 as pb
+from davit_runtime.protocol import inference_pb2_grpc as pb_grpc
 from davit_runtime.testing import reference_outputs, sample_inputs
 
 pytestmark = pytest.mark.component
@@ -323,6 +326,18 @@ def test_expect_100_continue_is_honoured(main_server: Server) -> None:
             assert chunk, "connection closed before the response"
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_grpc_inference_answer_carries_the_queue_depth_in_its_trailers(
+    main_server: Server,
+) -> None:
+    request = pb.ModelInferRequest(model_name="linear")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 512])
+    request.raw_input_contents.append(np.zeros((1, 512), dtype=np.float32).tobytes())
+    with grpc.insecure_channel(main_server.grpc) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        _, call = stub.ModelInfer.with_call(request, timeout=10)
+    assert dict(call.trailing_metadata())["x-davit-queue-depth"] == "0"
 
 
 def test_every_inference_answer_carries_the_queue_depth(main_server: Server) -> None:

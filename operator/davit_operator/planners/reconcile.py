@@ -843,10 +843,14 @@ def plan(
 def latest_analysis(
     target: Target, history: list[api.RevisionRecord], canary: Canary | None
 ) -> api.AnalysisRecord | None:
-    """The target's last canary measurement: this pass's, or the one its record keeps."""
+    """The target's last canary measurement: this pass's, or the one its record keeps (none
+    when this pass retries it: the stopped attempt's verdict is not the new attempt's)."""
     if canary is not None and canary.analysis is not None:
         return canary.analysis
-    return next((r.analysis for r in history if r.hash == target.revision), None)
+    record = next((r for r in history if r.hash == target.revision), None)
+    if record is None or (canary is not None and rollout.retried(record, canary.decision.state)):
+        return None
+    return record.analysis
 
 
 def for_target(request: controls.Pending | None, target: Target) -> rollout.Control | None:

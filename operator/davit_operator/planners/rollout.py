@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from davit_operator import api
 from davit_operator.planners import revision
@@ -606,17 +606,31 @@ RECORDED_AS = {
 }
 
 
+def retried(record: api.RevisionRecord, state: RolloutState) -> bool:
+    """Whether the canary revision's record says it was stopped and the state runs it again
+    (a retry this pass)."""
+    return state.stopped is None and record.outcome in revision.STOPPED_OUTCOMES
+
+
 def recorded(status: api.ModelDeploymentStatus, decision: Decision) -> api.ModelDeploymentStatus:
     """A copy of `status` holding the decision's state (what `RolloutState.of` reads back); an
     abort or a rollback is recorded as the canary revision's outcome, and a retry turns it
-    back to Progressing."""
+    back to Progressing and forgets the stopped attempt's measurement (the retried canary is
+    judged afresh: CanaryHealthy must not say the old verdict until it is measured again; the
+    Events of the stopped attempt keep its figures)."""
     state = decision.state
     if state.stopped is not None:
         outcome = RECORDED_AS[state.stopped]
     else:
         outcome = api.RevisionOutcome.PROGRESSING
+
+    def updated(record: api.RevisionRecord) -> dict[str, Any]:
+        if retried(record, state):
+            return {"outcome": outcome, "analysis": None}
+        return {"outcome": outcome}
+
     revisions = [
-        r.model_copy(update={"outcome": outcome})
+        r.model_copy(update=updated(r))
         if r.hash == status.canary_revision
         and (state.stopped is not None or r.outcome in revision.STOPPED_OUTCOMES)
         else r.model_copy()
