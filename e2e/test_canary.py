@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 from test_modeldeployment import deployments, gpu_spec, is_ready, pods
 from test_operator_loop import model_events
 
+from davit_operator import naming
 from e2e_support import REPO, Models, OperatorProcess, condition_of, kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -132,6 +133,53 @@ def test_a_canary_takes_half_the_replicas_pauses_then_is_promoted(
     ]
 
 
+def test_a_replica_split_canary_moves_10_then_50_then_100_percent(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> None:
+    """Provider none: each step's weight is the canary's share of ten replicas, stable giving
+    up its pods as the canary's become ready, and traffic (the ready-pod share) follows."""
+    steps = [{"setWeight": 10}, {"pause": {"duration": "5s"}},
+             {"setWeight": 50}, {"pause": {"duration": "5s"}}]  # fmt: skip
+
+    def spec(version: str) -> dict[str, Any]:
+        cpu_only = {**gpu_spec(replicas=10, version=version),
+                    "resources": {"cpu": "100m", "memory": "128Mi"}}  # fmt: skip
+        return {**cpu_only, "rollout": {"steps": steps}}
+
+    models.create("resnet", spec("v1"))
+    wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
+    stable = models.get("resnet")["status"]["stableRevision"]
+    models.patch_spec("resnet", spec("v2"))
+
+    def at_pause(step: int) -> dict[str, Any] | None:
+        status: dict[str, Any] = models.get("resnet").get("status", {})
+        return status if status.get("currentStep") == step and status.get("pauseUntil") else None
+
+    canary = ""
+    for step, weight in ((1, 10), (3, 50)):
+
+        def paused(step: int = step) -> dict[str, Any] | None:
+            return at_pause(step)
+
+        status = wait_for(paused, timeout=TIMEOUT, interval=0.1, what=f"the pause at {weight} %")
+        assert status["canaryWeight"] == weight
+        canary = status["canaryRevision"]
+        share = {stable: 10 - weight // 10, canary: weight // 10}
+
+        def split(share: dict[str, int] = share) -> bool:
+            return replicas_by_revision(api_client, namespace) == share
+
+        def followed(weight: int = weight) -> bool:
+            return bool(models.get("resnet")["status"].get("actualWeight") == weight)
+
+        wait_for(split, timeout=5, interval=0.1, what=f"the replicas split {share}")
+        wait_for(followed, timeout=5, interval=0.1, what=f"{weight} % of the ready pods")
+    wait_for(lambda: promoted(models, stable), timeout=TIMEOUT, what="the canary promoted")
+    wait_for(lambda: replicas_by_revision(api_client, namespace) == {canary: 10},
+             timeout=TIMEOUT, what="the canary at all ten replicas")  # fmt: skip
+    assert models.get("resnet")["status"]["canaryWeight"] == 100
+
+
 def test_an_operator_killed_mid_pause_resumes_the_same_pause(
     models: Models, api_client: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -163,7 +211,43 @@ def test_an_operator_killed_mid_pause_resumes_the_same_pause(
         e for e in model_events(api_client, namespace, "resnet") if e.reason == "RevisionCreated"
     ]
     assert len(created) == 2  # v1 and v2: the restart announced nothing again
-    assert stable not in replicas_by_revision(api_client, namespace)
+    # No child made twice by the restarted operator, none left behind (counted by owner).
+    wait_for(
+        lambda: owned_children(models, api_client, namespace) == promoted_children(stable, canary),
+        timeout=TIMEOUT,
+        what="the promoted model's children only",
+    )
+
+
+def owned_children(
+    models: Models, api_client: client.ApiClient, namespace: str
+) -> dict[str, list[str]]:
+    """The names of the children the model `resnet` owns (by its uid), by kind."""
+    uid = models.get("resnet")["metadata"]["uid"]
+    apps, core, policy = (
+        client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.PolicyV1Api(api_client)
+    )  # fmt: skip
+    return {
+        kind: sorted(o.metadata.name for o in found.items
+                     if any(r.uid == uid for r in o.metadata.owner_references or []))
+        for kind, found in (
+            ("Deployment", apps.list_namespaced_deployment(namespace)),
+            ("Service", core.list_namespaced_service(namespace)),
+            ("PodDisruptionBudget", policy.list_namespaced_pod_disruption_budget(namespace)),
+            ("ControllerRevision", apps.list_namespaced_controller_revision(namespace)),
+        )
+    }  # fmt: skip
+
+
+def promoted_children(stable: str, canary: str) -> dict[str, list[str]]:
+    """What a model promoted from `stable` to `canary` owns: the canary's Deployment, the
+    Service and PDB, and both revisions' history."""
+    return {
+        "Deployment": [f"resnet-{canary}"],
+        "Service": ["resnet"],
+        "PodDisruptionBudget": ["resnet"],
+        "ControllerRevision": sorted(naming.history_name("resnet", r) for r in (stable, canary)),
+    }
 
 
 def kubectl_davit(
@@ -489,25 +573,8 @@ def test_an_operator_killed_at_every_step_boundary_resumes_each_step_once(
         time.sleep(0.1)
     assert promoted(models, stable)
     assert killed_at == [1, 2, 3, 4]
-    uid = models.get("resnet")["metadata"]["uid"]
-    apps, core, policy = (
-        client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.PolicyV1Api(api_client)
-    )  # fmt: skip
-    owned = {
-        kind: [o.metadata.name for o in found.items
-               if any(r.uid == uid for r in o.metadata.owner_references or [])]
-        for kind, found in (
-            ("Deployment", apps.list_namespaced_deployment(namespace)),
-            ("Service", core.list_namespaced_service(namespace)),
-            ("PodDisruptionBudget", policy.list_namespaced_pod_disruption_budget(namespace)),
-        )
-    }  # fmt: skip
     canary = models.get("resnet")["status"]["stableRevision"]
-    assert owned == {
-        "Deployment": [f"resnet-{canary}"],
-        "Service": ["resnet"],
-        "PodDisruptionBudget": ["resnet"],
-    }
+    assert owned_children(models, api_client, namespace) == promoted_children(stable, canary)
     announced = step_events(api_client, namespace)
     # An Event posted after the status write can be lost with a killed operator; one is never
     # posted twice.

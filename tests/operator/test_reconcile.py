@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from davit_operator import api
-from davit_operator.planners import reconcile
+from davit_operator import api, naming
+from davit_operator.planners import children, reconcile
 from davit_operator.planners.observe import ContainerProblem, Observed
 from factories import CONFIG, NOW, deployment, md, observed, pod, target_of
 
@@ -193,6 +193,27 @@ def test_history_is_trimmed_but_live_revisions_stay() -> None:
     assert len(hashes) == 3
     assert "live" in hashes
     assert hashes[-1] == target_of(model)
+
+
+def test_the_controller_revisions_of_trimmed_revisions_are_deleted_and_the_kept_stay() -> None:
+    records = [{"hash": f"r{i}", "outcome": "Superseded", "createdAt": NOW} for i in range(5)] + [
+        {"hash": "live", "outcome": "Stable", "createdAt": NOW}
+    ]
+    model = md(status={"revisions": records}, rollout={"revisionHistoryLimit": 3})
+    owner = reconcile.Target.of(model).owner
+    stored = {
+        ("ControllerRevision", naming.history_name(owner.name, record["hash"])):
+            children.build_controller_revision(owner, record["hash"], {}, number)
+        for number, record in enumerate(records, start=1)
+    }  # fmt: skip
+    plan = reconcile.plan(model, Observed(children=stored), CONFIG, NOW)
+    kept = {r["hash"] for r in plan.status["revisions"]}
+    deleted = {r.name for r in plan.delete if r.kind == "ControllerRevision"}
+    # Every revision trimmed from status.revisions loses its ControllerRevision, and only those.
+    assert deleted == {naming.history_name(owner.name, h) for h in
+                       {r["hash"] for r in records} - kept}  # fmt: skip
+    assert "live" in kept
+    assert len(deleted) == len(records) + 1 - len(kept)  # the target's record is new
 
 
 @dataclass(frozen=True)
