@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import models, payloads, report
+from bench.apt import ensure_packages
 from bench.loadgen import BodyFile, run_h2load, run_wrk
 from bench.perfanalyzer import run as run_perf_analyzer
 from bench.procmon import TreeMonitor
@@ -141,14 +142,7 @@ def missing_apt_packages(need_perf_analyzer: bool) -> list[str]:
 
 def ensure_system_tools(need_perf_analyzer: bool) -> None:
     """Installs the Debian packages when running as root; otherwise says what to run."""
-    missing = missing_apt_packages(need_perf_analyzer)
-    if not missing:
-        return
-    install = f"apt-get update && apt-get install -y {' '.join(missing)}"
-    if os.geteuid() != 0:
-        raise SystemExit(f"missing system packages; run as root:\n  {install}")
-    log(f"installing {' '.join(missing)}")
-    subprocess.run(["sh", "-c", f"DEBIAN_FRONTEND=noninteractive {install}"], check=True)
+    ensure_packages(missing_apt_packages(need_perf_analyzer), log)
 
 
 def setup(options: Options) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.apt import ensure_packages
 from bench.loadgen import BodyFile, run_wrk
 from bench.payloads import WireTensor, binary_body, write_body
 from bench.stats import LoadResult
@@ -272,13 +273,7 @@ def plot(report: Report, path: Path) -> None:
 
 def ensure_tools() -> None:
     missing = [pkg for tool, pkg in APT_PACKAGES.items() if shutil.which(tool) is None]
-    if not missing:
-        return
-    install = f"apt-get update && apt-get install -y --no-install-recommends {' '.join(missing)}"
-    if os.geteuid() != 0:
-        raise SystemExit(f"missing system packages; run as root:\n  {install}")
-    log(f"installing {' '.join(missing)}")
-    subprocess.run(["sh", "-c", f"DEBIAN_FRONTEND=noninteractive {install}"], check=True)
+    ensure_packages(missing, log, recommends=False)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:

@@ -124,6 +124,12 @@ def _closed(state: BreakerState, now: float) -> BreakerState:
     return _restarted(state, now, Phase.CLOSED)
 
 
+def at_capacity(state: BreakerState, limit: int) -> bool:
+    """Whether `limit` (> 0; 0: none) requests are in flight already: the one refusal that is
+    load shedding, not the revision failing."""
+    return limit > 0 and state.in_flight >= limit
+
+
 def admit(
     state: BreakerState, now: float, settings: BreakerSettings, limit: int | None = None
 ) -> tuple[bool, BreakerState]:
@@ -136,8 +142,7 @@ def admit(
     breaker). An open breaker whose time is over turns half-open here, and the request that
     found it so is its first probe.
     """
-    cap = settings.max_concurrent if limit is None else limit
-    if cap > 0 and state.in_flight >= cap:
+    if at_capacity(state, settings.max_concurrent if limit is None else limit):
         return False, state
     current = state
     if current.phase is Phase.OPEN:
@@ -212,3 +217,6 @@ class Breaker:
 
     def finish(self, ok: bool, now: float) -> None:
         self.state = finish(self.state, ok, now, self.settings)
+
+    def at_capacity(self, limit: int) -> bool:
+        return at_capacity(self.state, limit)

@@ -296,7 +296,7 @@ class Router:
                 return self._shed(name, level, Failure.SATURATED)
             if revision.breaker.admit(now, limit):
                 return revision
-            if revision.breaker.state.in_flight >= limit > 0:
+            if revision.breaker.at_capacity(limit):
                 capped = name
             serving.discard(name)
         if capped is not None:
