@@ -10,6 +10,7 @@ that fails about a fifth of its requests.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import shutil
@@ -26,11 +27,13 @@ from typing import Any
 import numpy as np
 import pytest
 from kubernetes import client
+from lightkube import AsyncClient, KubeConfig
 from test_canary import replicas_by_revision
 from test_modeldeployment import gpu_spec, is_ready
 from test_operator_loop import model_events
 
-from davit_operator import api
+from davit_operator import api, naming
+from davit_operator.kube import Kube
 from davit_operator.planners.revision import revision_hash
 from davit_runtime.testing import RunningServer, launch_server, write_model_repository
 from e2e_support import Models, wait_for
@@ -264,35 +267,39 @@ def test_a_prometheus_that_cannot_be_reached_holds_the_canary_without_failing_it
     assert record["outcome"] == "Progressing", record
 
 
-def test_behind_the_builtin_router_with_no_prometheus_analysis_reads_the_router_pods(
-    models: Models, api_client: client.ApiClient, namespace: str
+def test_the_router_source_finds_the_ready_router_pods_through_the_api(
+    models: Models, api_client: client.ApiClient, namespace: str, kube_env: dict[str, str]
 ) -> None:
-    # The router pods are kwok's here, with addresses no router answers at: what this shows is
-    # that the operator finds every ready router pod through the API and asks it, and that an
-    # unreadable router holds the canary without failing it. That the figures it reads add up
-    # is shown against real router processes (tests/router/test_router_process.py).
-    def routed(version: str) -> dict[str, Any]:
-        routed_spec = spec(version, "")
-        routed_spec["rollout"]["analysis"].pop("prometheus")
-        return {**routed_spec, "traffic": {"provider": "builtin"}}
-
-    models.create("resnet", routed("v1"))
+    # Behind the builtin router with no Prometheus, a measurement reads every ready router
+    # pod's /figures: this checks, against the real API server, the list that finds them
+    # (Kube.ready_pod_ips, as handlers.py calls it). The pods are kwok's, so nothing is asked
+    # of them here (their addresses are no test's to send traffic to); the reads and the sum
+    # run against real router processes in tests/router/test_router_process.py.
+    models.create("resnet", {**spec("v1", ""), "traffic": {"provider": "builtin"}})
     wait_for(lambda: is_ready(models, "resnet"), timeout=TIMEOUT, what="v1 Ready")
-    models.patch_spec("resnet", routed("v3"))
 
-    def unavailable() -> dict[str, Any] | None:
-        progressing = models.condition("resnet", "Progressing") or {}
-        return progressing if progressing.get("reason") == "MetricsUnavailable" else None
+    def ready_router_ips() -> list[str]:
+        pods = client.CoreV1Api(api_client).list_namespaced_pod(
+            namespace, label_selector="davit.dev/router=resnet"
+        )
+        return sorted(
+            p.status.pod_ip for p in pods.items
+            if p.status.pod_ip and any(c.type == "Ready" and c.status == "True"
+                                       for c in p.status.conditions or [])
+        )  # fmt: skip
 
-    progressing = wait_for(unavailable, timeout=TIMEOUT, what="MetricsUnavailable")
-    pods = client.CoreV1Api(api_client).list_namespaced_pod(
-        namespace, label_selector="davit.dev/router=resnet"
-    )
-    addresses = {f"{pod.status.pod_ip}:9090" for pod in pods.items if pod.status.pod_ip}
-    assert len(addresses) == 2, addresses
-    # Unreachable, or answered by whatever the network puts at a fake address: either way the
-    # router pod the operator asked is named.
-    assert any(f"router {address} " in progressing["message"]
-               for address in addresses), progressing  # fmt: skip
-    status = models.get("resnet")["status"]
-    assert (status["currentStep"], status.get("analysisFailures", 0)) == (1, 0)
+    def two_ready() -> list[str] | None:
+        found = ready_router_ips()
+        return found if len(found) == 2 else None
+
+    expected = wait_for(two_ready, timeout=TIMEOUT, what="two ready router pods")
+
+    async def listed() -> list[str]:
+        kube = Kube(AsyncClient(config=KubeConfig.from_file(kube_env["KUBECONFIG"])))
+        try:
+            return await kube.ready_pod_ips(namespace, naming.router_selector("resnet"))
+        finally:
+            await kube.close()
+
+    # The router's two pods, and not the model's own (which carry no router label).
+    assert asyncio.run(listed()) == expected
